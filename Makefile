@@ -1,0 +1,47 @@
+# Two commands set everything up on a fresh machine:  make run  (the main job)  and  make test  (the fast suite).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export MUJOCO_GL ?= egl
+
+# The main job: a short CPU run on cartpole swingup (about 10 minutes on 2 cores), then its figures.
+RUN_DIR   ?= runs/main
+RUN_ARGS  ?= --agent sac_ae --task cartpole_swingup --seed 1 --env-steps 12000 --eval-every 4000 \
+             --checkpoint-every 4000 --eval-episodes 5 --precision bf16
+
+.PHONY: setup run test test-slow bench lint clean
+
+# torch is installed first and pinned: on a CPU machine this takes the CPU wheel; a bare `torch` resolved by pip
+# would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/kprl train $(RUN_ARGS) --run-dir $(RUN_DIR)
+	$(BIN)/kprl plot --run-dir $(RUN_DIR)
+	@echo "run dir:        $(RUN_DIR)"
+	@echo "learning curve: $(RUN_DIR)/curves.png  (data: $(RUN_DIR)/eval.csv, $(RUN_DIR)/train.csv)"
+	@echo "eval videos:    $(RUN_DIR)/videos/"
+	@echo "tensorboard:    $(BIN)/tensorboard --logdir $(RUN_DIR)/tb"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/throughput.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,313 @@
+"""SAC from pixels with a shared conv encoder and auxiliary representation losses (SAC+AE, Yarats et al. 2019).
+
+The update follows pytorch_sac_ae's structure, in its order: critic (TD loss through the encoder), actor and
+temperature every ``actor_update_every`` updates (on detached conv features), target EMAs every
+``critic_target_update_every`` updates (Q networks at ``critic_tau``, encoder at ``encoder_tau``), then the
+auxiliary objectives (reconstruction, ...) on a fresh encoding of the observation. ``update`` returns metrics and
+never logs: the training loop does all I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kprl.agents.representations import AuxiliaryObjective, Representation
+from kprl.augment import Augmentation
+from kprl.config import EncoderConfig, SACConfig
+from kprl.nets.encoder import ConvTrunk, Encoder, weight_init
+from kprl.replay import Batch
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """Two hidden ReLU layers, as every MLP in SAC+AE."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim),
+        nn.ReLU(),
+        nn.Linear(hidden_dim, hidden_dim),
+        nn.ReLU(),
+        nn.Linear(hidden_dim, out_dim),
+    )
+
+
+def squashed_gaussian(
+    mu: torch.Tensor, log_std: torch.Tensor, deterministic: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample a tanh-squashed Gaussian and its log-density (Haarnoja et al. 2018, Appendix C, Eq. 21).
+
+    Returns (tanh(mu), tanh(pi), log pi(a|s)) with the tanh change-of-variables correction
+    ``- sum log(1 - tanh(u)^2)``."""
+    std = log_std.exp()
+    noise = torch.zeros_like(mu) if deterministic else torch.randn_like(mu)
+    u = mu + noise * std
+    log_prob = (-0.5 * noise.pow(2) - log_std).sum(-1, keepdim=True) - 0.5 * math.log(2 * math.pi) * mu.size(-1)
+    pi = torch.tanh(u)
+    log_prob = log_prob - torch.log(F.relu(1 - pi.pow(2)) + 1e-6).sum(-1, keepdim=True)
+    return torch.tanh(mu), pi, log_prob
+
+
+class Actor(nn.Module):
+    """Policy: encoder (own heads, conv tied to the critic's and detached) -> MLP -> squashed Gaussian."""
+
+    def __init__(self, encoder: Encoder, action_dim: int, hidden_dim: int, log_std_min: float, log_std_max: float):
+        super().__init__()
+        self.encoder = encoder
+        self.trunk = mlp(encoder.feature_dim, hidden_dim, 2 * action_dim)
+        self.log_std_min = log_std_min
+        self.log_std_max = log_std_max
+        self.trunk.apply(weight_init)
+
+    def forward(
+        self, obs: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = self.encoder(obs, detach_conv=True).features
+        mu, log_std = self.trunk(features).float().chunk(2, dim=-1)
+        # Bound log std smoothly into [min, max] (pytorch_sac_ae; Yarats et al. 2019).
+        log_std = torch.tanh(log_std)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1)
+        return squashed_gaussian(mu, log_std, deterministic)
+
+
+class Critic(nn.Module):
+    """Twin Q networks on the encoder's features (clipped double Q, Fujimoto et al. 2018)."""
+
+    def __init__(self, encoder: Encoder, action_dim: int, hidden_dim: int):
+        super().__init__()
+        self.encoder = encoder
+        self.q1 = mlp(encoder.feature_dim + action_dim, hidden_dim, 1)
+        self.q2 = mlp(encoder.feature_dim + action_dim, hidden_dim, 1)
+        self.q1.apply(weight_init)
+        self.q2.apply(weight_init)
+
+    def q_values(self, features: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([features, action.to(features.dtype)], dim=-1)
+        return self.q1(x).float(), self.q2(x).float()
+
+    def forward(
+        self, obs: torch.Tensor, action: torch.Tensor, detach_conv: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.q_values(self.encoder(obs, detach_conv=detach_conv).features, action)
+
+
+def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
+    """Polyak averaging ``target <- tau * net + (1 - tau) * target``."""
+    with torch.no_grad():
+        for p, tp in zip(net.parameters(), target.parameters(), strict=True):
+            tp.lerp_(p, tau)
+
+
+class SACAgent:
+    """SAC + representations. Owns networks and optimisers; ``update`` returns a flat metrics dict."""
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, int, int],
+        action_dim: int,
+        representations: list[Representation],
+        sac: SACConfig,
+        encoder_cfg: EncoderConfig,
+        augmentation: Augmentation,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        encoder_lr: float = 1e-3,
+    ) -> None:
+        self.device = torch.device(device)
+        self.cfg = sac
+        self.encoder_cfg = encoder_cfg
+        self.augmentation = augmentation
+        self.action_dim = action_dim
+        self.use_bf16 = precision == "bf16"
+        self.representations = representations
+        channels, _, _ = obs_shape
+        side = augmentation.out_size
+        trunk = ConvTrunk(channels, side, encoder_cfg.num_conv_layers, encoder_cfg.num_filters)
+        critic_encoder = Encoder(trunk, [r.head for r in representations])
+        self.critic = Critic(critic_encoder, action_dim, sac.hidden_dim).to(self.device)
+        self.actor = Actor(
+            critic_encoder.tied_copy(), action_dim, sac.hidden_dim, sac.actor_log_std_min, sac.actor_log_std_max
+        ).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic)
+        self.critic_target.requires_grad_(False)
+        self.objectives: list[AuxiliaryObjective] = [
+            r.objective.to(self.device) for r in representations if r.objective is not None
+        ]
+        self.log_alpha = torch.tensor(math.log(sac.init_temperature), device=self.device, requires_grad=True)
+        self.target_entropy = -float(action_dim) if sac.target_entropy is None else sac.target_entropy
+
+        trunk_ids = {id(p) for p in self.critic.encoder.trunk.parameters()}
+        # The actor never updates the shared conv layers (its conv maps are detached), so its optimiser holds
+        # only its own heads and MLP.
+        actor_params = [p for p in self.actor.parameters() if id(p) not in trunk_ids]
+        self.actor_opt = torch.optim.Adam(actor_params, lr=sac.actor_lr, betas=(sac.actor_beta, 0.999))
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=sac.critic_lr, betas=(sac.critic_beta, 0.999))
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=sac.alpha_lr, betas=(sac.alpha_beta, 0.999))
+        # As pytorch_sac_ae: the auxiliary losses update the critic's encoder with an optimiser of their own.
+        self.encoder_opt = (
+            torch.optim.Adam(self.critic.encoder.parameters(), lr=encoder_lr) if self.objectives else None
+        )
+        self.objective_opts = [
+            torch.optim.Adam(o.parameters(), lr=o.lr, weight_decay=o.weight_decay) for o in self.objectives
+        ]
+        self.train(True)
+
+    # ----------------------------------------------------------------------------------------------- helpers
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp()
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast for forward passes when ``precision == "bf16"``; losses are computed in fp32."""
+        if not self.use_bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def modules(self) -> dict[str, nn.Module]:
+        mods: dict[str, nn.Module] = {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target}
+        for i, objective in enumerate(self.objectives):
+            mods[f"objective{i}_{objective.name}"] = objective
+        return mods
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        opts: dict[str, torch.optim.Optimizer] = {
+            "actor_opt": self.actor_opt,
+            "critic_opt": self.critic_opt,
+            "alpha_opt": self.alpha_opt,
+        }
+        if self.encoder_opt is not None:
+            opts["encoder_opt"] = self.encoder_opt
+        for i, opt in enumerate(self.objective_opts):
+            opts[f"objective{i}_opt"] = opt
+        return opts
+
+    def train(self, training: bool = True) -> None:
+        for module in self.modules().values():
+            module.train(training)
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """Every trainable parameter once (for finiteness checks and counting)."""
+        seen: set[int] = set()
+        for module in (self.actor, self.critic, *self.objectives):
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield p
+        yield self.log_alpha  # type: ignore[misc]
+
+    # ------------------------------------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        """Action in [-1, 1]^A for one uint8 observation stack [C, H, W] (mean action when deterministic)."""
+        x = torch.as_tensor(obs, device=self.device).unsqueeze(0)
+        x = self.augmentation.eval(x)
+        with self.autocast():
+            mu, pi, _ = self.actor(x, deterministic=deterministic)
+        action = mu if deterministic else pi
+        return action[0].float().cpu().numpy()
+
+    # ------------------------------------------------------------------------------------------------ update
+    def update(self, batch: Batch, step: int, generator: torch.Generator | None = None) -> dict[str, float]:
+        """One SAC+representation update on a batch; ``step`` (agent updates so far) schedules the slower parts.
+
+        Returns namespaced scalars (``train/critic_loss``, ...)."""
+        obs = self.augmentation.train(batch.obs, generator)
+        next_obs = self.augmentation.train(batch.next_obs, generator)
+        metrics: dict[str, torch.Tensor] = {}
+        metrics.update(self._update_critic(obs, batch.action, batch.reward, next_obs, batch.discount))
+        if step % self.cfg.actor_update_every == 0:
+            metrics.update(self._update_actor_and_alpha(obs))
+        if step % self.cfg.critic_target_update_every == 0:
+            soft_update(self.critic.q1, self.critic_target.q1, self.cfg.critic_tau)
+            soft_update(self.critic.q2, self.critic_target.q2, self.cfg.critic_tau)
+            soft_update(self.critic.encoder, self.critic_target.encoder, self.encoder_cfg.encoder_tau)
+        due = [i for i, o in enumerate(self.objectives) if step % o.update_every == 0]
+        if due:
+            metrics.update(self._update_objectives(obs, due))
+        return {f"train/{k}": float(v) for k, v in metrics.items()}
+
+    def _update_critic(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        next_obs: torch.Tensor,
+        discount: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        with torch.no_grad(), self.autocast():
+            _, next_action, next_log_pi = self.actor(next_obs)
+            target_q1, target_q2 = self.critic_target(next_obs, next_action)
+            # Soft Bellman backup (Haarnoja et al. 2018, Eq. 3); discount is 0 only at true termination, so
+            # time-limit ends bootstrap.
+            target_v = torch.min(target_q1, target_q2) - self.alpha.detach() * next_log_pi
+            target_q = reward + discount * self.cfg.discount * target_v
+        with self.autocast():
+            q1, q2 = self.critic(obs, action)
+        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        return {"critic_loss": critic_loss.detach(), "q1": q1.mean().detach(), "target_q": target_q.mean()}
+
+    def _update_actor_and_alpha(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            _, pi, log_pi = self.actor(obs)
+            # The critic's conv maps are detached here too: the actor loss must not reach the encoder.
+            actor_q1, actor_q2 = self.critic(obs, pi, detach_conv=True)
+        actor_loss = (self.alpha.detach() * log_pi - torch.min(actor_q1, actor_q2)).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+        # Temperature loss (Haarnoja et al. 2018b, Eq. 18): push the entropy towards the target.
+        alpha_loss = (self.alpha * (-log_pi - self.target_entropy).detach()).mean()
+        self.alpha_opt.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_opt.step()
+        return {
+            "actor_loss": actor_loss.detach(),
+            "alpha_loss": alpha_loss.detach(),
+            "alpha": self.alpha.detach(),
+            "entropy": -log_pi.mean().detach(),
+        }
+
+    def _update_objectives(self, obs: torch.Tensor, due: list[int]) -> dict[str, torch.Tensor]:
+        metrics: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=self.device)
+        with self.autocast():
+            encoded = self.critic.encoder(obs)
+            for i in due:
+                loss, parts = self.objectives[i].loss(encoded, obs)
+                total = total + loss.float()
+                metrics.update(parts)
+        assert self.encoder_opt is not None
+        self.encoder_opt.zero_grad(set_to_none=True)
+        for i in due:
+            self.objective_opts[i].zero_grad(set_to_none=True)
+        total.backward()
+        self.encoder_opt.step()
+        for i in due:
+            self.objective_opts[i].step()
+        metrics["aux_loss"] = total.detach()
+        return metrics
+
+    # ------------------------------------------------------------------------------------------- persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Every tensor needed to resume: networks, optimisers, temperature (torch-only, weights_only-safe)."""
+        state: dict[str, Any] = {name: m.state_dict() for name, m in self.modules().items()}
+        state.update({name: opt.state_dict() for name, opt in self.optimizers().items()})
+        state["log_alpha"] = self.log_alpha.detach().clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, module in self.modules().items():
+            module.load_state_dict(state[name])
+        for name, opt in self.optimizers().items():
+            opt.load_state_dict(state[name])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])

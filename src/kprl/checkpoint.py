@@ -1,0 +1,163 @@
+"""Atomic, pickle-free checkpoints.
+
+A checkpoint is a directory ``checkpoints/step_<env_step>/`` holding ``state.pt`` (torch tensors and plain Python
+values only, loadable with ``torch.load(weights_only=True)``) and ``replay.npz`` (numpy arrays only, loadable with
+``np.load(allow_pickle=False)``). It is written under a temporary name, fsynced and renamed in one step, so a kill at
+any moment leaves either the previous checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kprl.errors import CheckpointError
+
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "state.pt"
+REPLAY_FILE = "replay.npz"
+FORMAT_VERSION = 1
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory, fsync and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Text version of :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode())
+
+
+def _numpy_to_torch(tree: Any) -> Any:
+    """Numpy arrays become tensors so that ``torch.load(weights_only=True)`` accepts the file."""
+    if isinstance(tree, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(tree))
+    if isinstance(tree, dict):
+        return {k: _numpy_to_torch(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_numpy_to_torch(v) for v in tree)
+    return tree
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """Env steps of the complete checkpoints in ``run_dir``, ascending."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    steps = []
+    for child in root.iterdir():
+        if child.is_dir() and child.name.startswith("step_") and (child / STATE_FILE).is_file():
+            try:
+                steps.append(int(child.name[len("step_") :]))
+            except ValueError:
+                continue
+    return sorted(steps)
+
+
+def save_checkpoint(
+    run_dir: Path, env_step: int, state: dict[str, Any], replay_state: dict[str, np.ndarray] | None, keep: int = 1
+) -> Path:
+    """Write a checkpoint atomically and keep only the newest ``keep`` complete ones. Returns its directory."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{env_step:010d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp_step_"))
+    try:
+        payload = {"format_version": FORMAT_VERSION, "env_step": env_step, **_numpy_to_torch(state)}
+        with open(tmp / STATE_FILE, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if replay_state is not None:
+            with open(tmp / REPLAY_FILE, "wb") as f:
+                np.savez(f, **replay_state)
+                f.flush()
+                os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write checkpoint in {root}: {exc.strerror or exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in checkpoint_steps(run_dir)[:-keep]:
+        shutil.rmtree(root / f"step_{old:010d}", ignore_errors=True)
+    return final
+
+
+def find_checkpoint(path: Path) -> Path | None:
+    """Resolve a run dir, a checkpoints dir, a step dir or a state file to the newest checkpoint directory."""
+    path = Path(path)
+    if path.is_file():
+        return path.parent
+    if (path / STATE_FILE).is_file():
+        return path
+    if path.name == CHECKPOINT_DIR:
+        path = path.parent
+    steps = checkpoint_steps(path)
+    if not steps:
+        return None
+    return path / CHECKPOINT_DIR / f"step_{steps[-1]:010d}"
+
+
+def load_state(ckpt_dir: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load ``state.pt`` safely (no code runs from the file); a clear :class:`CheckpointError` otherwise."""
+    file = Path(ckpt_dir) / STATE_FILE
+    if not file.is_file():
+        raise CheckpointError(f"no checkpoint at {file}")
+    try:
+        state = torch.load(file, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot load checkpoint {file}: {first}") from exc
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{file} is not a kprl checkpoint (format {FORMAT_VERSION})")
+    return state
+
+
+def load_replay_state(ckpt_dir: Path) -> dict[str, np.ndarray] | None:
+    """Load ``replay.npz`` (arrays only) if the checkpoint has one."""
+    file = Path(ckpt_dir) / REPLAY_FILE
+    if not file.is_file():
+        return None
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as exc:
+        raise CheckpointError(f"cannot load replay buffer {file}: {exc}") from exc

@@ -1,0 +1,163 @@
+"""The ``kprl`` command: thin subcommands that parse a config and call a library function.
+
+``kprl train`` (train or resume a run), ``kprl eval`` (re-evaluate a saved agent), ``kprl doctor`` (check the
+rendering backend and torch). Problems the user can fix end in a one-line ``kprl: error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+from kprl.errors import KprlError
+
+SUBCOMMANDS = ("train", "eval", "plot", "doctor")
+TYRO_CONFIG = (tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff)
+
+
+@dataclass
+class EvalArgs:
+    """Re-evaluate a trained agent from its run directory or a checkpoint."""
+
+    run_dir: Path | None = None
+    """Run directory of `kprl train` (its config and newest checkpoint are used)."""
+    checkpoint: Path | None = None
+    """A checkpoint directory or its state.pt (its run dir's config.json is used)."""
+    episodes: int = 10
+    """Evaluation episodes."""
+    video: Path | None = None
+    """Write the first episode as an mp4 here."""
+    video_size: int = 256
+    """Side in pixels of the video."""
+    device: str = "cpu"
+    """Torch device."""
+    seed_index: int = 0
+    """Evaluation seed index (evaluations during training use 0, 1, 2, ...)."""
+
+
+@dataclass
+class PlotArgs:
+    """Draw the learning curve of a run from its CSV logs."""
+
+    run_dir: Path
+    """Run directory of `kprl train`."""
+    out: Path | None = None
+    """Output image (default RUN_DIR/curves.png)."""
+
+
+@dataclass
+class DoctorArgs:
+    """Check that rendering and torch work on this machine."""
+
+    task: str = "cartpole_swingup"
+    """Task to render one frame of."""
+    image_size: int = 84
+    """Frame size."""
+
+
+def _split_config_flag(args: list[str]) -> tuple[Path | None, list[str]]:
+    """Take ``--config FILE`` (or ``--config=FILE``) out of the arguments."""
+    rest: list[str] = []
+    config: Path | None = None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--config":
+            if i + 1 >= len(args):
+                raise KprlError("--config needs a file")
+            config = Path(args[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            config = Path(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+        i += 1
+    return config, rest
+
+
+def cmd_train(args: list[str]) -> int:
+    from kprl import config as C
+    from kprl.train import train
+
+    config_file, rest = _split_config_flag(args)
+    default = C.load_json(C.TrainConfig, config_file) if config_file is not None else C.TrainConfig()
+    cfg = tyro.cli(C.TrainConfig, args=rest, default=default, prog="kprl train", config=TYRO_CONFIG)
+    summary = train(cfg)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_eval(args: list[str]) -> int:
+    from kprl.evaluate import evaluate_saved
+
+    ea = tyro.cli(EvalArgs, args=args, prog="kprl eval", config=TYRO_CONFIG)
+    result = evaluate_saved(
+        run_dir=ea.run_dir,
+        checkpoint=ea.checkpoint,
+        episodes=ea.episodes,
+        video=ea.video,
+        video_size=ea.video_size,
+        device=ea.device,
+        seed_index=ea.seed_index,
+    )
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_plot(args: list[str]) -> int:
+    from kprl.viz.curves import plot_run
+
+    pa = tyro.cli(PlotArgs, args=args, prog="kprl plot", config=TYRO_CONFIG)
+    print(plot_run(pa.run_dir, pa.out))
+    return 0
+
+
+def cmd_doctor(args: list[str]) -> int:
+    from kprl.doctor import doctor
+
+    da = tyro.cli(DoctorArgs, args=args, prog="kprl doctor", config=TYRO_CONFIG)
+    report = doctor(da.task, da.image_size)
+    for key, value in report.items():
+        print(f"{key:>16}: {value}")
+    return 0 if report.get("render") == "ok" else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kprl`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: kprl {train,eval,plot,doctor} [--help] [options]\n")
+        print("  train    train (or resume) an agent on a dm_control task from pixels")
+        print("  eval     re-evaluate a saved agent, optionally writing a video")
+        print("  plot     draw a run's learning curve (curves.png)")
+        print("  doctor   render one frame and report GL backend, torch and CUDA")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in SUBCOMMANDS:
+        print(f"kprl: error: unknown command {command!r} (choose from {', '.join(SUBCOMMANDS)})", file=sys.stderr)
+        return 2
+    try:
+        return {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "doctor": cmd_doctor}[command](rest)
+    except KprlError as exc:
+        print(f"kprl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kprl: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"kprl: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    finally:
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    raise SystemExit(main())

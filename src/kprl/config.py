@@ -1,0 +1,309 @@
+"""Typed options: the single source of truth for every setting and its default.
+
+The dataclasses below are read by the CLI (``tyro`` turns each field's docstring into ``--help`` text), stored
+resolved in every run directory as ``config.json``, and validated in one place (:func:`validate`).
+
+Step accounting: every step count a user sees (``env_steps``, ``seed_steps``, ``eval_every``, CSV columns) is in
+**environment steps, including action repeat**. Agent steps (one action, one replay transition) are env steps
+divided by the action repeat; :func:`agent_steps` is the only place that converts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from kprl.errors import ConfigError
+
+AgentName = Literal["sac_ae", "sac_state"]
+AugmentationName = Literal["none", "crop", "shift"]
+Precision = Literal["fp32", "bf16"]
+
+# Extra pixels rendered around the network's view when random crop is on (CURL / the poster: 100 -> 84).
+CROP_MARGIN = 16
+
+
+@dataclass
+class EnvConfig:
+    """The dm_control task and how it is turned into pixel observations."""
+
+    task: str = "cartpole_swingup"
+    """dm_control task as ``domain_task`` (cartpole_swingup, reacher_easy, cheetah_run, finger_spin,
+    ball_in_cup_catch, walker_walk, ...)."""
+    image_size: int = 84
+    """Side in pixels of the square image the networks see."""
+    action_repeat: int | None = None
+    """Physics steps per agent action; None takes the PlaNet value of the domain (cartpole 8, reacher 4, ...)."""
+    frame_stack: int = 3
+    """Consecutive frames stacked into one observation."""
+    camera_id: int | None = None
+    """Camera to render from; None takes the task's default (0; quadruped 2)."""
+    time_limit: float | None = None
+    """Episode length in simulated seconds; None keeps the task's (10 s for the benchmark tasks). For quick tests."""
+
+
+@dataclass
+class SACConfig:
+    """Soft actor-critic (Haarnoja et al. 2018) as configured in SAC+AE (Yarats et al. 2019, Table 2)."""
+
+    hidden_dim: int = 1024
+    """Width of the two hidden layers of actor and critic MLPs."""
+    discount: float = 0.99
+    """Reward discount gamma."""
+    init_temperature: float = 0.1
+    """Initial entropy temperature alpha."""
+    alpha_lr: float = 1e-4
+    """Adam learning rate of log alpha."""
+    alpha_beta: float = 0.5
+    """Adam beta1 of log alpha."""
+    actor_lr: float = 1e-3
+    """Adam learning rate of the actor."""
+    actor_beta: float = 0.9
+    """Adam beta1 of the actor."""
+    actor_log_std_min: float = -10.0
+    """Lower bound of the policy's log standard deviation."""
+    actor_log_std_max: float = 2.0
+    """Upper bound of the policy's log standard deviation."""
+    actor_update_every: int = 2
+    """Update the actor and alpha every this many updates."""
+    critic_lr: float = 1e-3
+    """Adam learning rate of the critic (and, through it, the shared encoder)."""
+    critic_beta: float = 0.9
+    """Adam beta1 of the critic."""
+    critic_tau: float = 0.01
+    """EMA rate of the target Q networks."""
+    critic_target_update_every: int = 2
+    """Update the target networks every this many updates."""
+    target_entropy: float | None = None
+    """Entropy target; None means -|A| (Haarnoja et al. 2018)."""
+
+
+@dataclass
+class EncoderConfig:
+    """The convolutional encoder shared by critic and actor (SAC+AE, Section 4)."""
+
+    num_conv_layers: int = 4
+    """3x3 conv layers (the first with stride 2, the rest stride 1)."""
+    num_filters: int = 32
+    """Channels of every conv layer."""
+    latent_dim: int = 50
+    """Size of the latent code after FC -> LayerNorm -> tanh."""
+    encoder_tau: float = 0.05
+    """EMA rate of the target encoder (faster than the Q networks')."""
+
+
+@dataclass
+class AEConfig:
+    """The pixel autoencoder of SAC+AE (Yarats et al. 2019, Section 5)."""
+
+    encoder_lr: float = 1e-3
+    """Adam learning rate of the encoder under the reconstruction loss."""
+    decoder_lr: float = 1e-3
+    """Adam learning rate of the decoder."""
+    decoder_update_every: int = 1
+    """Reconstruction update every this many updates."""
+    decoder_latent_lambda: float = 1e-6
+    """Weight of the L2 penalty on the latent code (the RAE regulariser of Ghosh et al. 2019)."""
+    decoder_weight_decay: float = 1e-7
+    """L2 weight decay of the decoder (RAE)."""
+    reconstruction_bits: int = 5
+    """Bit depth of the reconstruction target (Kingma & Dhariwal 2018 style dequantised 5-bit images)."""
+
+
+@dataclass
+class TrainConfig:
+    """One training run: an agent on a task, from pixels."""
+
+    agent: AgentName = "sac_ae"
+    """Agent: sac_ae (Yarats et al. 2019); sac_state (SAC on the true low-dimensional state, an upper bound)."""
+    run_dir: Path = Path("runs/default")
+    """Directory for config, logs, checkpoints and videos. Rerunning with the same directory resumes."""
+    seed: int = 1
+    """Seed of environment, networks and sampling."""
+    env_steps: int = 100_000
+    """Total environment steps (including action repeat) to train for."""
+    seed_steps: int = 1000
+    """Environment steps of uniformly random actions before the agent acts and updates."""
+    batch_size: int = 128
+    """Transitions per update."""
+    replay_capacity: int = 100_000
+    """Replay capacity in agent transitions."""
+    augmentation: AugmentationName = "none"
+    """Image augmentation of sampled observations: none (SAC+AE), crop (render +16 px, random crop back; CURL and
+    the poster), shift (pad 4, random crop back; DrQ)."""
+    precision: Precision = "fp32"
+    """Arithmetic of network forward passes: fp32 (the reference), or bf16 autocast (faster on CPU and GPU)."""
+    eval_every: int = 10_000
+    """Evaluate every this many environment steps (and at the start and the end)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (deterministic policy: the mean action)."""
+    checkpoint_every: int = 10_000
+    """Write a resumable checkpoint (with the replay buffer) every this many environment steps."""
+    video: bool = True
+    """Record the first episode of every evaluation as an mp4."""
+    video_size: int = 256
+    """Side in pixels of evaluation videos."""
+    device: str = "cpu"
+    """Torch device: cpu, cuda, cuda:1, ..."""
+    threads: int | None = None
+    """Torch intra-op threads; None leaves torch's default (all cores)."""
+    log_every: int = 1000
+    """Write a train.csv row and a console progress line every this many environment steps."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    ae: AEConfig = field(default_factory=AEConfig)
+
+
+# Options that may differ between the stored config of a run and the command that resumes it: they change how
+# (or how long) the run executes, not what it computes.
+RESUMABLE_FIELDS = frozenset({"device", "threads", "env_steps", "video", "log_every", "run_dir"})
+
+
+def render_size(cfg: TrainConfig) -> int:
+    """Side of the rendered (and stored) frames: larger than the network input when random crop is on."""
+    return cfg.env.image_size + (CROP_MARGIN if cfg.augmentation == "crop" else 0)
+
+
+def agent_steps(env_steps: int, action_repeat: int) -> int:
+    """Convert environment steps to agent steps (actions / transitions). The one place that does it."""
+    return env_steps // action_repeat
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Reject impossible settings with a one-line :class:`ConfigError` naming the option."""
+    pos_int = {
+        "env_steps": cfg.env_steps,
+        "batch_size": cfg.batch_size,
+        "replay_capacity": cfg.replay_capacity,
+        "eval_every": cfg.eval_every,
+        "eval_episodes": cfg.eval_episodes,
+        "checkpoint_every": cfg.checkpoint_every,
+        "video_size": cfg.video_size,
+        "log_every": cfg.log_every,
+        "env.image_size": cfg.env.image_size,
+        "env.frame_stack": cfg.env.frame_stack,
+        "sac.hidden_dim": cfg.sac.hidden_dim,
+        "sac.actor_update_every": cfg.sac.actor_update_every,
+        "sac.critic_target_update_every": cfg.sac.critic_target_update_every,
+        "encoder.num_conv_layers": cfg.encoder.num_conv_layers,
+        "encoder.num_filters": cfg.encoder.num_filters,
+        "encoder.latent_dim": cfg.encoder.latent_dim,
+        "ae.decoder_update_every": cfg.ae.decoder_update_every,
+    }
+    for name, value in pos_int.items():
+        _check(value >= 1, f"--{name} must be >= 1, got {value}")
+    if cfg.env.time_limit is not None:
+        _check(cfg.env.time_limit > 0, f"--time-limit must be > 0, got {cfg.env.time_limit}")
+    if cfg.env.action_repeat is not None:
+        _check(cfg.env.action_repeat >= 1, f"--env.action-repeat must be >= 1, got {cfg.env.action_repeat}")
+    _check(cfg.seed_steps >= 0, f"--seed-steps must be >= 0, got {cfg.seed_steps}")
+    _check(
+        cfg.env_steps > cfg.seed_steps,
+        f"--env-steps ({cfg.env_steps}) must exceed --seed-steps ({cfg.seed_steps}): no update would run",
+    )
+    positive = {
+        "sac.actor_lr": cfg.sac.actor_lr,
+        "sac.critic_lr": cfg.sac.critic_lr,
+        "sac.alpha_lr": cfg.sac.alpha_lr,
+        "sac.init_temperature": cfg.sac.init_temperature,
+        "ae.encoder_lr": cfg.ae.encoder_lr,
+        "ae.decoder_lr": cfg.ae.decoder_lr,
+    }
+    for name, value in positive.items():
+        _check(math.isfinite(value) and value > 0, f"--{name} must be > 0, got {value}")
+    for name, value in {
+        "sac.critic_tau": cfg.sac.critic_tau,
+        "encoder.encoder_tau": cfg.encoder.encoder_tau,
+        "sac.discount": cfg.sac.discount,
+        "sac.actor_beta": cfg.sac.actor_beta,
+        "sac.critic_beta": cfg.sac.critic_beta,
+        "sac.alpha_beta": cfg.sac.alpha_beta,
+    }.items():
+        _check(0 <= value <= 1, f"--{name} must be in [0, 1], got {value}")
+    _check(cfg.ae.decoder_latent_lambda >= 0, "--ae.decoder-latent-lambda must be >= 0")
+    _check(cfg.ae.decoder_weight_decay >= 0, "--ae.decoder-weight-decay must be >= 0")
+    _check(1 <= cfg.ae.reconstruction_bits <= 8, "--ae.reconstruction-bits must be in [1, 8]")
+    _check(
+        cfg.sac.actor_log_std_min < cfg.sac.actor_log_std_max,
+        "--sac.actor-log-std-min must be below --sac.actor-log-std-max",
+    )
+    _check(cfg.env.image_size >= 2 * cfg.encoder.num_conv_layers + 8, f"--env.image-size {cfg.env.image_size} is too small")
+    _check(cfg.threads is None or cfg.threads >= 1, "--threads must be >= 1")
+    _check(
+        cfg.device == "cpu" or cfg.device.startswith("cuda") or cfg.device == "mps",
+        f"--device must be cpu, cuda or cuda:N, got {cfg.device!r}",
+    )
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (paths as strings)."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+
+    return convert(dataclasses.asdict(cfg))
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a config dataclass from :func:`to_dict` output; unknown keys are a :class:`ConfigError`."""
+    kwargs: dict[str, Any] = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"unknown option {key!r} in config for {cls.__name__}")
+        default = getattr(cls(), key) if not isinstance(value, dict) else None
+        if dataclasses.is_dataclass(getattr(cls(), key)):
+            kwargs[key] = from_dict(type(getattr(cls(), key)), value)
+        elif isinstance(default, Path):
+            kwargs[key] = Path(value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def save_json(cfg: Any, path: Path) -> None:
+    """Write the resolved config as indented JSON (atomically)."""
+    from kprl.checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
+
+
+def load_json(cls: type, path: Path) -> Any:
+    """Read a config written by :func:`save_json` (or by hand: a subset of keys is fine)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return from_dict(cls, data)
+
+
+def config_differences(stored: dict[str, Any], requested: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of options whose values differ between two :func:`to_dict` dicts (resumable ones ignored)."""
+    diffs: list[str] = []
+    for key in sorted(set(stored) | set(requested)):
+        if not prefix and key in RESUMABLE_FIELDS:
+            continue
+        a, b = stored.get(key), requested.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += config_differences(a, b, prefix=f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key} ({a!r} -> {b!r})")
+    return diffs

@@ -1,0 +1,40 @@
+"""``kprl doctor``: is rendering and torch working on this machine?"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+
+def doctor(task: str = "cartpole_swingup", image_size: int = 84) -> dict[str, Any]:
+    """Render one frame of ``task`` and report the GL backend, torch version/threads/device and CUDA."""
+    import torch
+
+    report: dict[str, Any] = {
+        "MUJOCO_GL": os.environ.get("MUJOCO_GL", "(unset)"),
+        "torch": torch.__version__,
+        "torch threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available",
+        "bf16 on cpu": "yes" if torch.backends.mkldnn.is_available() else "unknown",
+    }
+    try:
+        import mujoco
+
+        report["mujoco"] = mujoco.__version__
+        from kprl.envs.dmc import DMCEnv
+
+        env = DMCEnv(task, image_size=image_size, seed=0)
+        t0 = time.perf_counter()
+        step = env.reset()
+        report["render"] = "ok"
+        report["frame"] = f"{tuple(step.frame.shape)} {step.frame.dtype}, mean {float(step.frame.mean()):.1f}"
+        report["reset+render"] = f"{(time.perf_counter() - t0) * 1000:.1f} ms"
+        env.close()
+    except Exception as exc:  # report any backend failure instead of crashing
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        report["render"] = f"FAILED: {first}"
+        report["hint"] = (
+            "set MUJOCO_GL=egl (needs libEGL, e.g. Debian libegl1) or MUJOCO_GL=osmesa (Debian libosmesa6)"
+        )
+    return report

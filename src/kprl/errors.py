@@ -1,0 +1,17 @@
+"""Exceptions that the CLI turns into a one-line message and a non-zero exit (no traceback)."""
+
+
+class KprlError(Exception):
+    """A problem the user can fix: bad option, bad file, missing backend. The message is the whole story."""
+
+
+class ConfigError(KprlError, ValueError):
+    """An option is unknown, out of range, or conflicts with an existing run."""
+
+
+class CheckpointError(KprlError):
+    """A checkpoint is missing, truncated, corrupt, or belongs to another agent or image size."""
+
+
+class TrainingError(KprlError):
+    """Training cannot go on (for example a loss became non-finite)."""

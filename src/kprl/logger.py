@@ -1,0 +1,129 @@
+"""Run logging: CSV files (always), TensorBoard events, and a console progress line.
+
+CSV rows are keyed by ``env_step``. On resume, :meth:`CSVLog.truncate_after` drops rows written after the checkpoint
+being resumed, so a killed and rerun training has no duplicated or missing rows; TensorBoard gets the same treatment
+through ``purge_step``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kprl.checkpoint import atomic_write_text
+
+
+class CSVLog:
+    """An append-only CSV whose columns grow when a row brings new keys (the file is then rewritten)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.columns: list[str] = []
+        self.rows: list[dict[str, str]] = []
+        if self.path.is_file():
+            with open(self.path, newline="") as f:
+                reader = csv.DictReader(f)
+                self.columns = list(reader.fieldnames or [])
+                self.rows = [dict(r) for r in reader if r.get("env_step") not in (None, "")]
+
+    def truncate_after(self, env_step: int) -> None:
+        """Drop rows with ``env_step`` greater than ``env_step`` (work after the resumed checkpoint)."""
+        kept = [r for r in self.rows if int(float(r["env_step"])) <= env_step]
+        if len(kept) != len(self.rows):
+            self.rows = kept
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buf.getvalue())
+
+    def append(self, row: dict[str, Any]) -> None:
+        formatted = {k: _fmt(v) for k, v in row.items()}
+        new = [k for k in formatted if k not in self.columns]
+        self.rows.append(formatted)
+        if new or not self.path.is_file():
+            self.columns += new
+            self._rewrite()
+            return
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(formatted)
+            f.flush()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    return str(value)
+
+
+class RunLogger:
+    """Writes ``train.csv``, ``eval.csv`` and TensorBoard events of one run; prints progress lines."""
+
+    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool = True, quiet: bool = False) -> None:
+        self.run_dir = Path(run_dir)
+        self.train_csv = CSVLog(self.run_dir / "train.csv")
+        self.eval_csv = CSVLog(self.run_dir / "eval.csv")
+        self.train_csv.truncate_after(resume_step)
+        self.eval_csv.truncate_after(resume_step)
+        self.quiet = quiet
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step hides events written after the checkpoint by a killed earlier attempt.
+            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=resume_step if resume_step else None)
+
+    def scalars(self, values: dict[str, float], env_step: int) -> None:
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, env_step)
+
+    def log_train(self, row: dict[str, Any]) -> None:
+        self.train_csv.append(row)
+        self.scalars({k if "/" in k else f"train/{k}": v for k, v in row.items() if k != "env_step"}, row["env_step"])
+
+    def log_eval(self, row: dict[str, Any]) -> None:
+        self.eval_csv.append(row)
+        self.scalars({f"eval/{k}": v for k, v in row.items() if k != "env_step"}, row["env_step"])
+        if self.writer is not None:
+            self.writer.flush()
+
+    def print(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=sys.stdout, flush=True)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Throughput:
+    """Env steps per second over a sliding window and an ETA for the console line."""
+
+    def __init__(self, start_step: int) -> None:
+        self.t0 = time.perf_counter()
+        self.s0 = start_step
+        self.window: list[tuple[float, int]] = [(self.t0, start_step)]
+
+    def update(self, env_step: int) -> float:
+        now = time.perf_counter()
+        self.window.append((now, env_step))
+        self.window = self.window[-20:]
+        (t_a, s_a), (t_b, s_b) = self.window[0], self.window[-1]
+        return (s_b - s_a) / max(t_b - t_a, 1e-9)
+
+    def eta(self, env_step: int, total: int, rate: float) -> str:
+        if rate <= 0:
+            return "?"
+        seconds = int((total - env_step) / rate)
+        h, rem = divmod(seconds, 3600)
+        m, s = divmod(rem, 60)
+        return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

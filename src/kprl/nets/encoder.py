@@ -1,0 +1,133 @@
+"""Convolutional encoder and pixel decoder of SAC+AE (Yarats et al. 2019, Appendix B).
+
+Encoder: ``obs / 255`` -> 3x3 conv (stride 2) -> ReLU -> (3x3 conv, stride 1, ReLU) x (L-1) -> feature maps
+(32 x 35 x 35 for 84 px input). The maps feed one or more *heads* (the SAC+AE latent: FC -> LayerNorm -> tanh,
+later keypoints); the heads' outputs are concatenated into the feature vector that actor and critic read.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+def weight_init(module: nn.Module) -> None:
+    """Orthogonal init for linear layers and delta-orthogonal init for convolutions (Xiao et al. 2018),
+    as in pytorch_sac_ae: a conv starts as an orthogonal map applied at the kernel centre only."""
+    if isinstance(module, nn.Linear):
+        nn.init.orthogonal_(module.weight.data)
+        if module.bias is not None:
+            module.bias.data.fill_(0.0)
+    elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        assert module.weight.size(2) == module.weight.size(3)
+        module.weight.data.fill_(0.0)
+        if module.bias is not None:
+            module.bias.data.fill_(0.0)
+        mid = module.weight.size(2) // 2
+        gain = nn.init.calculate_gain("relu")
+        nn.init.orthogonal_(module.weight.data[:, :, mid, mid], gain)
+
+
+def conv_output_size(image_size: int, num_layers: int) -> int:
+    """Spatial side of the feature maps: one stride-2 and (num_layers - 1) stride-1 3x3 valid convolutions."""
+    size = (image_size - 3) // 2 + 1
+    return size - 2 * (num_layers - 1)
+
+
+class ConvTrunk(nn.Module):
+    """The shared convolutional part: uint8 (or float 0..255) stacks [B, C, H, W] -> feature maps [B, F, h, w]."""
+
+    def __init__(self, in_channels: int, image_size: int, num_layers: int = 4, num_filters: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, num_filters, 3, stride=2)]
+        for _ in range(num_layers - 1):
+            layers.append(nn.Conv2d(num_filters, num_filters, 3, stride=1))
+        self.convs = nn.ModuleList(layers)
+        side = conv_output_size(image_size, num_layers)
+        self.out_shape: tuple[int, int, int] = (num_filters, side, side)
+        self.apply(weight_init)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float() / 255.0
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+        return x
+
+
+class LatentHead(nn.Module):
+    """SAC+AE's compact latent: flatten -> FC -> LayerNorm -> tanh (the tanh bounds the code, Section 5)."""
+
+    def __init__(self, in_shape: tuple[int, int, int], latent_dim: int = 50) -> None:
+        super().__init__()
+        c, h, w = in_shape
+        self.fc = nn.Linear(c * h * w, latent_dim)
+        self.ln = nn.LayerNorm(latent_dim)
+        self.out_dim = latent_dim
+        self.apply(weight_init)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.ln(self.fc(maps.flatten(1))))
+
+
+class Encoded(NamedTuple):
+    """What an :class:`Encoder` produces for one batch of observations."""
+
+    features: torch.Tensor  # [B, D]: concatenation of the heads' outputs; what actor/critic read
+    maps: torch.Tensor  # [B, F, h, w]: conv feature maps (detached if the encoder was called with detach_conv)
+    parts: tuple[torch.Tensor, ...]  # each head's output, in head order (auxiliary losses read these)
+
+
+class Encoder(nn.Module):
+    """Conv trunk followed by heads whose outputs are concatenated.
+
+    ``detach_conv=True`` stops gradients at the conv maps: the actor trains its own heads on frozen conv features
+    and never updates the shared convolutions (SAC+AE, Section 5: "we do not let the actor update the encoder")."""
+
+    def __init__(self, trunk: ConvTrunk, heads: list[nn.Module]) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.heads = nn.ModuleList(heads)
+        self.feature_dim = sum(int(h.out_dim) for h in heads)
+
+    def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> Encoded:
+        maps = self.trunk(obs)
+        if detach_conv:
+            maps = maps.detach()
+        parts = tuple(head(maps) for head in self.heads)
+        features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return Encoded(features, maps, parts)
+
+    def tied_copy(self) -> Encoder:
+        """A copy with its own heads whose conv trunk *is* this encoder's (shared parameters), as the actor's
+        encoder in SAC+AE ties its conv weights to the critic's."""
+        heads = [copy.deepcopy(h) for h in self.heads]
+        return Encoder(self.trunk, heads)
+
+
+class PixelDecoder(nn.Module):
+    """SAC+AE decoder: latent -> FC -> (F, h, w) -> (3x3 deconv, stride 1, ReLU) x (L-1) -> 3x3 deconv stride 2
+    -> image [B, C, H, W] with no output non-linearity (the target is centred in [-0.5, 0.5])."""
+
+    def __init__(
+        self, latent_dim: int, maps_shape: tuple[int, int, int], out_channels: int, image_size: int, num_layers: int = 4
+    ) -> None:
+        super().__init__()
+        f, h, w = maps_shape
+        self.maps_shape = maps_shape
+        self.fc = nn.Linear(latent_dim, f * h * w)
+        self.deconvs = nn.ModuleList([nn.ConvTranspose2d(f, f, 3, stride=1) for _ in range(num_layers - 1)])
+        side = h + 2 * (num_layers - 1)
+        output_padding = image_size - ((side - 1) * 2 + 3)
+        if output_padding not in (0, 1):
+            raise ValueError(f"decoder cannot produce {image_size} px from {h} px maps")
+        self.out = nn.ConvTranspose2d(f, out_channels, 3, stride=2, output_padding=output_padding)
+        self.apply(weight_init)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.fc(latent)).view(-1, *self.maps_shape)
+        for deconv in self.deconvs:
+            x = torch.relu(deconv(x))
+        return self.out(x)

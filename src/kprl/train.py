@@ -1,0 +1,347 @@
+"""The training loop: act, store, update, evaluate, checkpoint, log.
+
+Data flows one way: env -> replay -> batch -> agent.update -> metrics -> logger. Checkpoints are written at episode
+boundaries (and at the end), with every RNG state and the replay buffer, so that rerunning the same command after a
+kill resumes exactly where the last checkpoint left off and produces the same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kprl import config as C
+from kprl.agents.factory import make_agent
+from kprl.agents.sac import SACAgent
+from kprl.checkpoint import find_checkpoint, load_replay_state, load_state, save_checkpoint
+from kprl.envs.dmc import DMCEnv
+from kprl.errors import CheckpointError, ConfigError, TrainingError
+from kprl.logger import RunLogger, Throughput
+from kprl.replay import FrameReplay
+from kprl.video import write_video
+
+EVAL_SEED_OFFSET = 100_000
+
+
+def resolve_device(name: str) -> torch.device:
+    """A torch device, or a :class:`ConfigError` when CUDA is asked for but absent."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} asked for, but torch sees no CUDA device (torch {torch.__version__})")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps asked for, but MPS is not available")
+    return device
+
+
+def prepare_run_dir(cfg: C.TrainConfig) -> Path:
+    """Create the run dir, or check that an existing one holds the same config; write ``config.json``."""
+    run_dir = Path(cfg.run_dir)
+    stored_file = run_dir / "config.json"
+    if stored_file.is_file():
+        stored = C.load_json(C.TrainConfig, stored_file)
+        diffs = C.config_differences(C.to_dict(stored), C.to_dict(cfg))
+        if diffs:
+            shown = ", ".join(diffs[:4]) + (" ..." if len(diffs) > 4 else "")
+            raise ConfigError(
+                f"{run_dir} holds a run with a different config ({shown}); use another --run-dir to start a new run"
+            )
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"{run_dir} exists, is not empty and holds no kprl run; use another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    C.save_json(cfg, stored_file)
+    return run_dir
+
+
+def make_env(cfg: C.TrainConfig, seed: int) -> DMCEnv:
+    """The pixel environment of a config, rendering at the stored size (larger than the input for crop)."""
+    return DMCEnv(
+        cfg.env.task,
+        image_size=C.render_size(cfg),
+        action_repeat=cfg.env.action_repeat,
+        frame_stack=cfg.env.frame_stack,
+        camera_id=cfg.env.camera_id,
+        seed=seed,
+        time_limit=cfg.env.time_limit,
+    )
+
+
+def evaluate(
+    agent: SACAgent,
+    cfg: C.TrainConfig,
+    eval_index: int,
+    episodes: int,
+    video_path: Path | None = None,
+) -> dict[str, float]:
+    """Run ``episodes`` episodes with the deterministic policy on a fresh env seeded by ``eval_index``.
+
+    Seeding each evaluation by its index (not by a running RNG) makes evaluations identical whether or not the run
+    was interrupted and resumed."""
+    env = make_env(cfg, seed=cfg.seed + EVAL_SEED_OFFSET + eval_index)
+    agent.train(False)
+    returns: list[float] = []
+    try:
+        for episode in range(episodes):
+            step = env.reset()
+            frames = [env.render(cfg.video_size)] if video_path is not None and episode == 0 else None
+            total = 0.0
+            while not step.last:
+                step = env.step(agent.act(step.obs, deterministic=True))
+                total += step.reward
+                if frames is not None:
+                    frames.append(env.render(cfg.video_size))
+            returns.append(total)
+            if frames is not None and video_path is not None:
+                write_video(video_path, frames, fps=max(1, 30 // max(1, env.action_repeat // 2)))
+    finally:
+        env.close()
+        agent.train(True)
+    return {
+        "episode_return": float(np.mean(returns)),
+        "episode_return_std": float(np.std(returns)),
+        "episode_return_min": float(np.min(returns)),
+        "episode_return_max": float(np.max(returns)),
+        "episodes": float(len(returns)),
+    }
+
+
+@dataclass
+class LoopState:
+    """Counters that a checkpoint must restore (besides networks, replay and RNGs)."""
+
+    env_step: int = 0
+    episode: int = 0
+    updates: int = 0
+    eval_index: int = 0
+    next_eval: int = 0
+    next_checkpoint: int = 0
+    wall_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _rng_state(np_rng: np.random.Generator, aug_gen: torch.Generator, env: DMCEnv) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "augment": aug_gen.get_state(),
+        "numpy": np_rng.bit_generator.state,
+        "env": env.random_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], np_rng: np.random.Generator, aug_gen: torch.Generator, env: DMCEnv) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    aug_gen.set_state(state["augment"].cpu())
+    np_rng.bit_generator.state = state["numpy"]
+    env.set_random_state({k: v.cpu().numpy() for k, v in state["env"].items()})
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+class Workspace:
+    """Owns env, replay, agent and logger of one run; :meth:`run` trains to ``cfg.env_steps``."""
+
+    def __init__(self, cfg: C.TrainConfig, quiet: bool = False) -> None:
+        C.validate(cfg)
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.run_dir = prepare_run_dir(cfg)
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.np_rng = np.random.default_rng(cfg.seed)
+        self.aug_gen = torch.Generator(device=self.device)
+        self.aug_gen.manual_seed(cfg.seed)
+        self.env = make_env(cfg, seed=cfg.seed)
+        self.action_repeat = self.env.action_repeat
+        # One extra frame per episode: its first observation has no incoming transition.
+        episodes = cfg.replay_capacity // self.env.max_episode_steps + 2
+        self.replay = FrameReplay(
+            cfg.replay_capacity + episodes, self.env.frame_shape, self.env.action_dim, cfg.env.frame_stack
+        )
+        self.agent = make_agent(cfg, self.env.obs_shape, self.env.action_dim, self.device)
+        self.state = LoopState()
+        self._resume()
+        self.logger = RunLogger(self.run_dir, resume_step=self.state.env_step, quiet=quiet)
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _resume(self) -> None:
+        ckpt = find_checkpoint(self.run_dir)
+        if ckpt is None:
+            return
+        state = load_state(ckpt, map_location=self.device)
+        if state.get("agent_name") != self.cfg.agent:
+            raise CheckpointError(f"checkpoint {ckpt} belongs to agent {state.get('agent_name')!r}, not {self.cfg.agent!r}")
+        try:
+            self.agent.load_state_dict(state["agent"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {ckpt} does not fit this agent: {str(exc).splitlines()[0]}") from exc
+        replay_state = load_replay_state(ckpt)
+        if replay_state is None:
+            raise CheckpointError(f"checkpoint {ckpt} has no replay buffer")
+        try:
+            self.replay.load_state_dict(replay_state)
+        except ValueError as exc:
+            raise CheckpointError(f"replay buffer in {ckpt} does not fit this run: {exc}") from exc
+        self.state = LoopState(**{k: (float(v) if k == "wall_seconds" else int(v)) for k, v in state["loop"].items()})
+        _set_rng_state(state["rng"], self.np_rng, self.aug_gen, self.env)
+
+    def save(self) -> Path:
+        """Checkpoint everything needed to resume (call at an episode boundary)."""
+        state = {
+            "agent_name": self.cfg.agent,
+            "agent": self.agent.state_dict(),
+            "loop": self.state.as_dict(),
+            "rng": _rng_state(self.np_rng, self.aug_gen, self.env),
+            "obs_shape": list(self.env.obs_shape),
+            "action_dim": self.env.action_dim,
+        }
+        return save_checkpoint(self.run_dir, self.state.env_step, state, self.replay.state_dict())
+
+    # ------------------------------------------------------------------------------------------------- loop
+    def _evaluate_and_log(self) -> None:
+        s = self.state
+        video = (
+            self.run_dir / "videos" / f"eval_{s.env_step:08d}.mp4" if self.cfg.video and self.cfg.eval_episodes else None
+        )
+        t0 = time.perf_counter()
+        result = evaluate(self.agent, self.cfg, s.eval_index, self.cfg.eval_episodes, video)
+        eval_seconds = time.perf_counter() - t0
+        row = {
+            "env_step": s.env_step,
+            "agent_step": C.agent_steps(s.env_step, self.action_repeat),
+            **result,
+            "eval_seconds": round(eval_seconds, 3),
+            "wall_hours": round((s.wall_seconds + self._elapsed()) / 3600, 5),
+        }
+        self.logger.log_eval(row)
+        self.logger.print(
+            f"eval  env_step {s.env_step:>8d} | return {result['episode_return']:7.1f} ± {result['episode_return_std']:.1f}"
+            f" over {self.cfg.eval_episodes} episodes ({eval_seconds:.1f} s)"
+        )
+        s.eval_index += 1
+        s.next_eval = (s.env_step // self.cfg.eval_every + 1) * self.cfg.eval_every
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._t_start
+
+    def _checkpoint(self) -> None:
+        s = self.state
+        s.next_checkpoint = (s.env_step // self.cfg.checkpoint_every + 1) * self.cfg.checkpoint_every
+        wall = s.wall_seconds
+        s.wall_seconds = wall + self._elapsed()
+        self.save()
+        s.wall_seconds = wall
+
+    def run(self) -> dict[str, Any]:
+        """Train until ``cfg.env_steps``; returns a summary (final eval return, steps, wall time)."""
+        cfg, s = self.cfg, self.state
+        self._t_start = time.perf_counter()
+        if s.env_step >= cfg.env_steps:
+            self.logger.print(f"{self.run_dir}: already trained for {s.env_step} env steps; nothing to do")
+            self.logger.close()
+            return self._summary()
+        resumed = s.env_step > 0
+        if resumed:
+            self.logger.print(f"resuming {self.run_dir} from env step {s.env_step}")
+        else:
+            s.next_checkpoint = cfg.checkpoint_every
+            self._evaluate_and_log()
+        throughput = Throughput(s.env_step)
+        last_print = s.env_step
+        seed_agent_steps = C.agent_steps(cfg.seed_steps, self.action_repeat)
+        metric_sums: dict[str, float] = {}
+        metric_count = 0
+        try:
+            step = self.env.reset()
+            self.replay.add_first(step.frame)
+            episode_return, episode_len = 0.0, 0
+            while s.env_step < cfg.env_steps:
+                agent_step = C.agent_steps(s.env_step, self.action_repeat)
+                if agent_step < seed_agent_steps:
+                    action = self.np_rng.uniform(-1.0, 1.0, size=self.env.action_dim).astype(np.float32)
+                else:
+                    action = self.agent.act(step.obs, deterministic=False)
+                if agent_step >= seed_agent_steps and len(self.replay) > 0:
+                    batch = self.replay.sample(cfg.batch_size, self.np_rng, device=self.device)
+                    metrics = self.agent.update(batch, s.updates, self.aug_gen)
+                    s.updates += 1
+                    for key, value in metrics.items():
+                        if not math.isfinite(value):
+                            raise TrainingError(
+                                f"{key} became {value} at env step {s.env_step} (update {s.updates}); "
+                                f"the last good checkpoint in {self.run_dir / 'checkpoints'} is kept"
+                            )
+                        metric_sums[key] = metric_sums.get(key, 0.0) + value
+                    metric_count += 1
+                step = self.env.step(action)
+                self.replay.add(action, step.reward, step.discount, step.frame)
+                s.env_step += self.action_repeat
+                episode_return += step.reward
+                episode_len += 1
+                if not step.last:
+                    continue
+                # ---- episode boundary: log, evaluate, checkpoint, reset
+                s.episode += 1
+                rate = throughput.update(s.env_step)
+                row: dict[str, Any] = {
+                    "env_step": s.env_step,
+                    "agent_step": C.agent_steps(s.env_step, self.action_repeat),
+                    "episode": s.episode,
+                    "episode_return": episode_return,
+                    "episode_length": episode_len * self.action_repeat,
+                    "updates": s.updates,
+                    "env_steps_per_second": round(rate, 2),
+                    "wall_hours": round((s.wall_seconds + self._elapsed()) / 3600, 5),
+                }
+                row.update({k: v / metric_count for k, v in metric_sums.items()} if metric_count else {})
+                self.logger.log_train(row)
+                metric_sums, metric_count = {}, 0
+                if s.env_step - last_print >= cfg.log_every or s.env_step >= cfg.env_steps:
+                    last_print = s.env_step
+                    self.logger.print(
+                        f"train env_step {s.env_step:>8d}/{cfg.env_steps} | episode {s.episode:>4d} "
+                        f"| return {episode_return:7.1f} | {rate:6.1f} env steps/s "
+                        f"| ETA {throughput.eta(s.env_step, cfg.env_steps, rate)}"
+                    )
+                if s.env_step >= s.next_eval or s.env_step >= cfg.env_steps:
+                    self._evaluate_and_log()
+                if s.env_step >= s.next_checkpoint or s.env_step >= cfg.env_steps:
+                    self._checkpoint()
+                if s.env_step >= cfg.env_steps:
+                    break
+                step = self.env.reset()
+                self.replay.add_first(step.frame)
+                episode_return, episode_len = 0.0, 0
+            if not step.last:
+                # The budget ended mid-episode: evaluate and checkpoint the end state as well.
+                self._evaluate_and_log()
+                self._checkpoint()
+            s.wall_seconds += self._elapsed()
+        finally:
+            self.logger.close()
+            self.env.close()
+        return self._summary()
+
+    def _summary(self) -> dict[str, Any]:
+        rows = self.logger.eval_csv.rows
+        return {
+            "run_dir": str(self.run_dir),
+            "env_steps": self.state.env_step,
+            "final_eval_return": float(rows[-1]["episode_return"]) if rows else float("nan"),
+            "wall_hours": self.state.wall_seconds / 3600,
+        }
+
+
+def train(cfg: C.TrainConfig, quiet: bool = False) -> dict[str, Any]:
+    """Train (or resume) the run described by ``cfg``; the Python entry point behind ``kprl train``."""
+    return Workspace(cfg, quiet=quiet).run()

@@ -1,0 +1,7 @@
+"""Shared test set-up. Importing kprl first sets MUJOCO_GL=egl before any test imports dm_control."""
+
+import os
+
+import kprl  # noqa: F401
+
+os.environ.setdefault("MUJOCO_GL", "egl")
