@@ -63,7 +63,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 def _numpy_to_torch(tree: Any) -> Any:
     """Numpy arrays become tensors so that ``torch.load(weights_only=True)`` accepts the file."""
     if isinstance(tree, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(tree))
+        return torch.from_numpy(np.array(tree, order="C", copy=True))  # keeps 0-d arrays 0-d
     if isinstance(tree, dict):
         return {k: _numpy_to_torch(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):

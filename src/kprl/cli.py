@@ -6,18 +6,22 @@ rendering backend and torch). Problems the user can fix end in a one-line ``kprl
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import tyro
 
 from kprl.errors import KprlError
 
 SUBCOMMANDS = ("train", "eval", "plot", "doctor")
+T = TypeVar("T")
 TYRO_CONFIG = (tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff)
 
 
@@ -37,8 +41,8 @@ class EvalArgs:
     """Side in pixels of the video."""
     device: str = "cpu"
     """Torch device."""
-    seed_index: int = 0
-    """Evaluation seed index (evaluations during training use 0, 1, 2, ...)."""
+    seed: int = 0
+    """Seed of the evaluation episodes (training evaluates with run seed + 100000 + env step)."""
 
 
 @dataclass
@@ -59,6 +63,27 @@ class DoctorArgs:
     """Task to render one frame of."""
     image_size: int = 84
     """Frame size."""
+
+
+def parse(cls: type[T], args: list[str], prog: str, default: T | None = None) -> T:
+    """Parse ``args`` into ``cls`` with tyro; a parse error becomes one ``KprlError`` line (not tyro's box)."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buffer), contextlib.redirect_stdout(buffer):
+            return tyro.cli(cls, args=args, default=default, prog=prog, config=TYRO_CONFIG)
+    except SystemExit as exc:
+        text = buffer.getvalue()
+        if not exc.code:  # --help: show tyro's text as it is
+            print(text, end="")
+            raise
+        lines = []
+        for raw in text.splitlines():
+            line = raw.strip().strip("│╭╮╰╯─ ").strip()
+            if line.startswith("For full helptext"):
+                break
+            if line and not set(line) <= set("─━-"):
+                lines.append(line)
+        raise KprlError(" ".join(lines[1:] if len(lines) > 1 else lines) + f" (see {prog} --help)") from None
 
 
 def _split_config_flag(args: list[str]) -> tuple[Path | None, list[str]]:
@@ -88,7 +113,7 @@ def cmd_train(args: list[str]) -> int:
 
     config_file, rest = _split_config_flag(args)
     default = C.load_json(C.TrainConfig, config_file) if config_file is not None else C.TrainConfig()
-    cfg = tyro.cli(C.TrainConfig, args=rest, default=default, prog="kprl train", config=TYRO_CONFIG)
+    cfg = parse(C.TrainConfig, rest, "kprl train", default=default)
     summary = train(cfg)
     print(json.dumps(summary))
     return 0
@@ -97,7 +122,7 @@ def cmd_train(args: list[str]) -> int:
 def cmd_eval(args: list[str]) -> int:
     from kprl.evaluate import evaluate_saved
 
-    ea = tyro.cli(EvalArgs, args=args, prog="kprl eval", config=TYRO_CONFIG)
+    ea = parse(EvalArgs, args, "kprl eval")
     result = evaluate_saved(
         run_dir=ea.run_dir,
         checkpoint=ea.checkpoint,
@@ -105,7 +130,7 @@ def cmd_eval(args: list[str]) -> int:
         video=ea.video,
         video_size=ea.video_size,
         device=ea.device,
-        seed_index=ea.seed_index,
+        seed=ea.seed,
     )
     print(json.dumps(result))
     return 0
@@ -114,7 +139,7 @@ def cmd_eval(args: list[str]) -> int:
 def cmd_plot(args: list[str]) -> int:
     from kprl.viz.curves import plot_run
 
-    pa = tyro.cli(PlotArgs, args=args, prog="kprl plot", config=TYRO_CONFIG)
+    pa = parse(PlotArgs, args, "kprl plot")
     print(plot_run(pa.run_dir, pa.out))
     return 0
 
@@ -122,7 +147,7 @@ def cmd_plot(args: list[str]) -> int:
 def cmd_doctor(args: list[str]) -> int:
     from kprl.doctor import doctor
 
-    da = tyro.cli(DoctorArgs, args=args, prog="kprl doctor", config=TYRO_CONFIG)
+    da = parse(DoctorArgs, args, "kprl doctor")
     report = doctor(da.task, da.image_size)
     for key, value in report.items():
         print(f"{key:>16}: {value}")

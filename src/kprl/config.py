@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from kprl.errors import ConfigError
 
-AgentName = Literal["sac_ae", "sac_state"]
+AgentName = Literal["sac_ae"]
 AugmentationName = Literal["none", "crop", "shift"]
 Precision = Literal["fp32", "bf16"]
 
@@ -119,7 +119,7 @@ class TrainConfig:
     """One training run: an agent on a task, from pixels."""
 
     agent: AgentName = "sac_ae"
-    """Agent: sac_ae (Yarats et al. 2019); sac_state (SAC on the true low-dimensional state, an upper bound)."""
+    """Agent: sac_ae (SAC+AE, Yarats et al. 2019). The keypoint agents join this list."""
     run_dir: Path = Path("runs/default")
     """Directory for config, logs, checkpoints and videos. Rerunning with the same directory resumes."""
     seed: int = 1
@@ -174,6 +174,11 @@ def agent_steps(env_steps: int, action_repeat: int) -> int:
     return env_steps // action_repeat
 
 
+def flag(name: str) -> str:
+    """The command-line spelling of an option: ``sac.actor_lr`` -> ``--actor-lr`` (prefixes are omitted)."""
+    return "--" + name.rsplit(".", 1)[-1].replace("_", "-")
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -201,11 +206,11 @@ def validate(cfg: TrainConfig) -> None:
         "ae.decoder_update_every": cfg.ae.decoder_update_every,
     }
     for name, value in pos_int.items():
-        _check(value >= 1, f"--{name} must be >= 1, got {value}")
+        _check(value >= 1, f"{flag(name)} must be >= 1, got {value}")
     if cfg.env.time_limit is not None:
         _check(cfg.env.time_limit > 0, f"--time-limit must be > 0, got {cfg.env.time_limit}")
     if cfg.env.action_repeat is not None:
-        _check(cfg.env.action_repeat >= 1, f"--env.action-repeat must be >= 1, got {cfg.env.action_repeat}")
+        _check(cfg.env.action_repeat >= 1, f"--action-repeat must be >= 1, got {cfg.env.action_repeat}")
     _check(cfg.seed_steps >= 0, f"--seed-steps must be >= 0, got {cfg.seed_steps}")
     _check(
         cfg.env_steps > cfg.seed_steps,
@@ -220,7 +225,7 @@ def validate(cfg: TrainConfig) -> None:
         "ae.decoder_lr": cfg.ae.decoder_lr,
     }
     for name, value in positive.items():
-        _check(math.isfinite(value) and value > 0, f"--{name} must be > 0, got {value}")
+        _check(math.isfinite(value) and value > 0, f"{flag(name)} must be > 0, got {value}")
     for name, value in {
         "sac.critic_tau": cfg.sac.critic_tau,
         "encoder.encoder_tau": cfg.encoder.encoder_tau,
@@ -229,15 +234,15 @@ def validate(cfg: TrainConfig) -> None:
         "sac.critic_beta": cfg.sac.critic_beta,
         "sac.alpha_beta": cfg.sac.alpha_beta,
     }.items():
-        _check(0 <= value <= 1, f"--{name} must be in [0, 1], got {value}")
-    _check(cfg.ae.decoder_latent_lambda >= 0, "--ae.decoder-latent-lambda must be >= 0")
-    _check(cfg.ae.decoder_weight_decay >= 0, "--ae.decoder-weight-decay must be >= 0")
-    _check(1 <= cfg.ae.reconstruction_bits <= 8, "--ae.reconstruction-bits must be in [1, 8]")
+        _check(0 <= value <= 1, f"{flag(name)} must be in [0, 1], got {value}")
+    _check(cfg.ae.decoder_latent_lambda >= 0, "--decoder-latent-lambda must be >= 0")
+    _check(cfg.ae.decoder_weight_decay >= 0, "--decoder-weight-decay must be >= 0")
+    _check(1 <= cfg.ae.reconstruction_bits <= 8, "--reconstruction-bits must be in [1, 8]")
     _check(
         cfg.sac.actor_log_std_min < cfg.sac.actor_log_std_max,
-        "--sac.actor-log-std-min must be below --sac.actor-log-std-max",
+        "--actor-log-std-min must be below --actor-log-std-max",
     )
-    _check(cfg.env.image_size >= 2 * cfg.encoder.num_conv_layers + 8, f"--env.image-size {cfg.env.image_size} is too small")
+    _check(cfg.env.image_size >= 2 * cfg.encoder.num_conv_layers + 8, f"--image-size {cfg.env.image_size} is too small")
     _check(cfg.threads is None or cfg.threads >= 1, "--threads must be >= 1")
     _check(
         cfg.device == "cpu" or cfg.device.startswith("cuda") or cfg.device == "mps",

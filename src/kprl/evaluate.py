@@ -54,7 +54,7 @@ def evaluate_saved(
     video: Path | None = None,
     video_size: int = 256,
     device: str = "cpu",
-    seed_index: int = 0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate a saved agent for ``episodes`` episodes; optionally write the first one as a video."""
     from kprl.train import evaluate
@@ -65,5 +65,5 @@ def evaluate_saved(
         raise ConfigError(f"--video-size must be >= 16, got {video_size}")
     agent, cfg, meta = load_agent(run_dir, checkpoint, device)
     cfg.video_size = video_size
-    result = evaluate(agent, cfg, seed_index, episodes, video)
+    result = evaluate(agent, cfg, seed, episodes, video)
     return {**meta, **result, **({"video": str(video)} if video else {})}

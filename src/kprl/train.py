@@ -20,8 +20,8 @@ from kprl import config as C
 from kprl.agents.factory import make_agent
 from kprl.agents.sac import SACAgent
 from kprl.checkpoint import find_checkpoint, load_replay_state, load_state, save_checkpoint
-from kprl.envs.dmc import DMCEnv
-from kprl.errors import CheckpointError, ConfigError, TrainingError
+from kprl.envs.dmc import DMCEnv, split_task
+from kprl.errors import CheckpointError, ConfigError, KprlError, TrainingError
 from kprl.logger import RunLogger, Throughput
 from kprl.replay import FrameReplay
 from kprl.video import write_video
@@ -58,8 +58,32 @@ def prepare_run_dir(cfg: C.TrainConfig) -> Path:
     return run_dir
 
 
+def check_task(task: str) -> None:
+    """A :class:`ConfigError` for a task name dm_control does not know."""
+    try:
+        split_task(task)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def make_env(cfg: C.TrainConfig, seed: int) -> DMCEnv:
-    """The pixel environment of a config, rendering at the stored size (larger than the input for crop)."""
+    """The pixel environment of a config, rendering at the stored size (larger than the input for crop).
+
+    Rendering failures (no GL backend) become a :class:`KprlError` that explains ``MUJOCO_GL``."""
+    try:
+        return _make_env(cfg, seed)
+    except (ImportError, RuntimeError, OSError) as exc:
+        text = str(exc)
+        if any(word in text for word in ("GL", "EGL", "OSMesa", "glfw", "render", "display")):
+            first = text.strip().splitlines()[0]
+            raise KprlError(
+                f"cannot render dm_control frames ({first}); set MUJOCO_GL=egl (libEGL) or MUJOCO_GL=osmesa "
+                "(libosmesa6) and check with `kprl doctor`"
+            ) from exc
+        raise
+
+
+def _make_env(cfg: C.TrainConfig, seed: int) -> DMCEnv:
     return DMCEnv(
         cfg.env.task,
         image_size=C.render_size(cfg),
@@ -74,15 +98,15 @@ def make_env(cfg: C.TrainConfig, seed: int) -> DMCEnv:
 def evaluate(
     agent: SACAgent,
     cfg: C.TrainConfig,
-    eval_index: int,
+    eval_seed: int,
     episodes: int,
     video_path: Path | None = None,
 ) -> dict[str, float]:
-    """Run ``episodes`` episodes with the deterministic policy on a fresh env seeded by ``eval_index``.
+    """Run ``episodes`` episodes with the deterministic policy on a fresh env seeded by ``eval_seed``.
 
-    Seeding each evaluation by its index (not by a running RNG) makes evaluations identical whether or not the run
-    was interrupted and resumed."""
-    env = make_env(cfg, seed=cfg.seed + EVAL_SEED_OFFSET + eval_index)
+    Training seeds each evaluation from the run seed and the env step (not from a running RNG), so evaluations are
+    identical whether or not the run was interrupted and resumed."""
+    env = make_env(cfg, seed=eval_seed)
     agent.train(False)
     returns: list[float] = []
     try:
@@ -117,7 +141,6 @@ class LoopState:
     env_step: int = 0
     episode: int = 0
     updates: int = 0
-    eval_index: int = 0
     next_eval: int = 0
     next_checkpoint: int = 0
     wall_seconds: float = 0.0
@@ -152,6 +175,7 @@ class Workspace:
 
     def __init__(self, cfg: C.TrainConfig, quiet: bool = False) -> None:
         C.validate(cfg)
+        check_task(cfg.env.task)
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.run_dir = prepare_run_dir(cfg)
@@ -214,7 +238,8 @@ class Workspace:
             self.run_dir / "videos" / f"eval_{s.env_step:08d}.mp4" if self.cfg.video and self.cfg.eval_episodes else None
         )
         t0 = time.perf_counter()
-        result = evaluate(self.agent, self.cfg, s.eval_index, self.cfg.eval_episodes, video)
+        eval_seed = self.cfg.seed + EVAL_SEED_OFFSET + s.env_step
+        result = evaluate(self.agent, self.cfg, eval_seed, self.cfg.eval_episodes, video)
         eval_seconds = time.perf_counter() - t0
         row = {
             "env_step": s.env_step,
@@ -228,7 +253,6 @@ class Workspace:
             f"eval  env_step {s.env_step:>8d} | return {result['episode_return']:7.1f} ± {result['episode_return_std']:.1f}"
             f" over {self.cfg.eval_episodes} episodes ({eval_seconds:.1f} s)"
         )
-        s.eval_index += 1
         s.next_eval = (s.env_step // self.cfg.eval_every + 1) * self.cfg.eval_every
 
     def _elapsed(self) -> float:

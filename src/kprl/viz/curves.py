@@ -44,7 +44,7 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
         y = [float(r["episode_return"]) for r in eval_rows]
         s = [float(r.get("episode_return_std") or 0.0) for r in eval_rows]
         ax.plot(x, y, "o-", color="C0", label="eval (mean ± std over episodes)")
-        ax.fill_between(x, [a - b for a, b in zip(y, s)], [a + b for a, b in zip(y, s)], color="C0", alpha=0.2)
+        ax.fill_between(x, [a - b for a, b in zip(y, s, strict=True)], [a + b for a, b in zip(y, s, strict=True)], color="C0", alpha=0.2)
     ax.set_xlabel("environment steps (incl. action repeat)")
     ax.set_ylabel("episode return")
     ax.set_title(run_dir.name)

@@ -1,0 +1,147 @@
+"""The training loop on real dm_control: smoke run, determinism, resume, run-dir safety, re-evaluation."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kprl.checkpoint import checkpoint_steps
+from kprl.config import TrainConfig
+from kprl.errors import ConfigError
+from kprl.evaluate import evaluate_saved
+from kprl.train import train
+
+# Cartpole episodes cut to 0.4 s (40 physics steps = 5 actions at action repeat 8 = 40 env steps): a whole run
+# of several episodes, evaluations and checkpoints takes seconds.
+TINY_ARGS = [
+    "--task", "cartpole_swingup", "--time-limit", "0.4", "--env-steps", "200", "--seed-steps", "80",
+    "--batch-size", "8", "--hidden-dim", "32", "--num-filters", "8", "--latent-dim", "8", "--image-size", "64",
+    "--eval-every", "80", "--eval-episodes", "2", "--checkpoint-every", "80", "--video", "False", "--threads", "1",
+]  # fmt: skip
+
+
+def tiny_config(run_dir: Path, **overrides: object) -> TrainConfig:
+    cfg = TrainConfig(run_dir=run_dir, env_steps=200, seed_steps=80, batch_size=8, eval_every=80, eval_episodes=2,
+                      checkpoint_every=80, video=False, threads=1)  # fmt: skip
+    cfg.env.time_limit = 0.4
+    cfg.env.image_size = 64
+    cfg.sac.hidden_dim = 32
+    cfg.encoder.num_filters = 8
+    cfg.encoder.latent_dim = 8
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def kprl(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    return subprocess.run(
+        [sys.executable, "-m", "kprl.cli", *args], capture_output=True, text=True, env=env, check=check, timeout=300
+    )
+
+
+def test_cli_smoke_run_writes_every_output(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = kprl("train", *TINY_ARGS, "--video", "True", "--video-size", "64", "--run-dir", str(run))
+    assert result.returncode == 0, result.stderr
+    for name in ("config.json", "eval.csv", "train.csv"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    evals = read_rows(run / "eval.csv")
+    assert [int(r["env_step"]) for r in evals] == [0, 80, 160, 200]
+    train_rows = read_rows(run / "train.csv")
+    assert [int(r["env_step"]) for r in train_rows] == list(range(40, 201, 40))
+    assert "episode_return" in train_rows[0] and "train/critic_loss" in train_rows[-1]
+    videos = sorted(p.name for p in (run / "videos").glob("*.mp4"))
+    assert videos == ["eval_00000000.mp4", "eval_00000080.mp4", "eval_00000160.mp4", "eval_00000200.mp4"]
+    assert checkpoint_steps(run) == [200]
+    assert "env steps/s" in result.stdout and "ETA" in result.stdout
+    # the eval command re-evaluates the saved agent and writes a video
+    video = tmp_path / "again.mp4"
+    out = kprl("eval", "--run-dir", str(run), "--episodes", "1", "--video", str(video), "--video-size", "64")
+    assert out.returncode == 0, out.stderr
+    assert video.stat().st_size > 0 and '"episode_return"' in out.stdout
+
+
+def test_same_seed_gives_identical_eval_csv(tmp_path: Path) -> None:
+    train(tiny_config(tmp_path / "a"), quiet=True)
+    train(tiny_config(tmp_path / "b"), quiet=True)
+    train(tiny_config(tmp_path / "c", seed=2), quiet=True)
+    a = [r["episode_return"] for r in read_rows(tmp_path / "a" / "eval.csv")]
+    b = [r["episode_return"] for r in read_rows(tmp_path / "b" / "eval.csv")]
+    c = [r["episode_return"] for r in read_rows(tmp_path / "c" / "eval.csv")]
+    assert a == b
+    assert a != c
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    train(tiny_config(full), quiet=True)
+    part = tmp_path / "part"
+    train(tiny_config(part, env_steps=120), quiet=True)  # stops after the checkpoint at 120
+    train(tiny_config(part), quiet=True)  # same run dir, longer budget: resumes
+    cols = ("env_step", "episode_return")
+    expect = [[r[c] for c in cols] for r in read_rows(full / "eval.csv")]
+    got = [[r[c] for c in cols] for r in read_rows(part / "eval.csv")]
+    # the 120-step run evaluated at its end (120); the resumed run then continues with the same schedule
+    assert [row for row in got if row[0] != "120"] == expect
+    train_full = [r["env_step"] for r in read_rows(full / "train.csv")]
+    train_part = [r["env_step"] for r in read_rows(part / "train.csv")]
+    assert train_part == train_full
+    # a completed run rerun does nothing and changes nothing
+    before = (part / "eval.csv").read_text()
+    summary = train(tiny_config(part), quiet=True)
+    assert summary["env_steps"] == 200 and (part / "eval.csv").read_text() == before
+
+
+def test_killed_run_resumes_without_duplicate_or_missing_rows(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["train", *TINY_ARGS, "--env-steps", "400", "--run-dir", str(run)]
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    proc = subprocess.Popen([sys.executable, "-m", "kprl.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not [s for s in checkpoint_steps(run) if s >= 160]:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint_steps(run), "no checkpoint was written before the kill"
+    result = kprl(*args)
+    assert result.returncode == 0, result.stderr
+    evals = [int(r["env_step"]) for r in read_rows(run / "eval.csv")]
+    assert evals == [0, 80, 160, 240, 320, 400]
+    episodes = [int(r["env_step"]) for r in read_rows(run / "train.csv")]
+    assert episodes == list(range(40, 401, 40))
+    assert checkpoint_steps(run) == [400]
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_existing_run_dir_with_other_config_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(run, env_steps=120), quiet=True)
+    before = (run / "config.json").read_text()
+    with pytest.raises(ConfigError, match="different config.*batch_size"):
+        train(tiny_config(run, batch_size=16), quiet=True)
+    assert (run / "config.json").read_text() == before
+    result = kprl("train", *TINY_ARGS, "--batch-size", "16", "--run-dir", str(run))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("kprl: error:") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_eval_of_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    from kprl.errors import KprlError
+
+    with pytest.raises(KprlError, match="no checkpoint"):
+        evaluate_saved(run_dir=tmp_path)
