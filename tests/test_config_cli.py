@@ -1,0 +1,110 @@
+"""Options: validation, JSON round trip, resume compatibility, and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kprl import config as C
+from kprl.cli import main
+from kprl.errors import ConfigError
+
+
+def test_defaults_are_the_reference_hyperparameters() -> None:
+    cfg = C.TrainConfig()
+    assert (cfg.batch_size, cfg.sac.hidden_dim, cfg.sac.discount) == (128, 1024, 0.99)
+    assert (cfg.sac.critic_lr, cfg.sac.critic_beta, cfg.sac.critic_tau, cfg.sac.critic_target_update_every) == (
+        1e-3, 0.9, 0.01, 2)  # fmt: skip
+    assert (cfg.sac.actor_lr, cfg.sac.actor_beta, cfg.sac.actor_update_every) == (1e-3, 0.9, 2)
+    assert (cfg.sac.actor_log_std_min, cfg.sac.actor_log_std_max) == (-10, 2)
+    assert (cfg.sac.init_temperature, cfg.sac.alpha_lr, cfg.sac.alpha_beta) == (0.1, 1e-4, 0.5)
+    assert (cfg.encoder.num_conv_layers, cfg.encoder.num_filters, cfg.encoder.latent_dim) == (4, 32, 50)
+    assert cfg.encoder.encoder_tau == 0.05
+    assert (cfg.ae.decoder_lr, cfg.ae.decoder_latent_lambda, cfg.ae.decoder_weight_decay) == (1e-3, 1e-6, 1e-7)
+    assert (cfg.env.image_size, cfg.env.frame_stack, cfg.augmentation) == (84, 3, "none")
+    assert (cfg.eval_every, cfg.eval_episodes, cfg.seed_steps) == (10_000, 10, 1000)
+
+
+def test_json_round_trip_and_differences(tmp_path: Path) -> None:
+    cfg = C.TrainConfig(seed=3)
+    cfg.sac.actor_lr = 5e-4
+    C.save_json(cfg, tmp_path / "c.json")
+    back = C.load_json(C.TrainConfig, tmp_path / "c.json")
+    assert back == cfg
+    other = C.TrainConfig(seed=3, device="cuda", env_steps=5)  # resumable fields only
+    other.sac.actor_lr = 5e-4
+    assert C.config_differences(C.to_dict(cfg), C.to_dict(other)) == []
+    other.batch_size = 64
+    assert C.config_differences(C.to_dict(cfg), C.to_dict(other)) == ["batch_size (128 -> 64)"]
+
+
+def test_unknown_key_in_config_file_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "c.json").write_text(json.dumps({"sac": {"actor_lrr": 1}}))
+    with pytest.raises(ConfigError, match="actor_lrr"):
+        C.load_json(C.TrainConfig, tmp_path / "c.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        C.load_json(C.TrainConfig, tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda c: setattr(c, "batch_size", 0), "--batch-size must be >= 1"),
+        (lambda c: setattr(c.env, "frame_stack", 0), "--frame-stack must be >= 1"),
+        (lambda c: setattr(c.sac, "actor_lr", 0.0), "--actor-lr must be > 0"),
+        (lambda c: setattr(c.sac, "critic_lr", -1.0), "--critic-lr must be > 0"),
+        (lambda c: setattr(c, "eval_every", 0), "--eval-every must be >= 1"),
+        (lambda c: setattr(c, "env_steps", 500), "--env-steps .* must exceed --seed-steps"),
+        (lambda c: setattr(c.sac, "discount", 1.5), "--discount must be in"),
+        (lambda c: setattr(c, "device", "tpu"), "--device must be"),
+    ],
+)
+def test_out_of_range_values_are_rejected(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+    cfg = C.TrainConfig()
+    mutate(cfg)
+    with pytest.raises(ConfigError, match=message):
+        C.validate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "--agent", "nope"], "invalid choice 'nope'"),
+        (["train", "--bogus", "3"], "Unrecognized options"),
+        (["train", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["train", "--task", "foo_bar"], "unknown DeepMind Control task 'foo_bar'"),
+        (["train", "--device", "cuda:7"], "CUDA"),
+        (["train", "--config", "missing.json"], "config file not found"),
+        (["eval", "--run-dir", "nowhere"], "no checkpoint"),
+        (["frobnicate"], "unknown command"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(
+    args: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if "--device" in args and __import__("torch").cuda.is_available():
+        pytest.skip("CUDA present")
+    code = main([*args, *(["--run-dir", str(tmp_path / "run")] if args[0] == "train" else [])])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("kprl: error:") and needle in err, err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists(), "a rejected command must not create its run dir"
+
+
+def test_console_script_help_and_doctor() -> None:
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    out = subprocess.run([sys.executable, "-m", "kprl.cli", "train", "--help"], capture_output=True, text=True,
+                         env=env, timeout=60)  # fmt: skip
+    assert out.returncode == 0 and "--env-steps" in out.stdout and "--task" in out.stdout
+    doc = subprocess.run([sys.executable, "-m", "kprl.cli", "doctor"], capture_output=True, text=True, env=env,
+                         timeout=120)  # fmt: skip
+    assert doc.returncode == 0, doc.stdout + doc.stderr
+    assert "render: ok" in doc.stdout and "MUJOCO_GL: egl" in doc.stdout
