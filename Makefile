@@ -7,7 +7,8 @@ export MUJOCO_GL ?= egl
 
 # The main job: a short CPU run on cartpole swingup (about 10 minutes on 2 cores), then its figures.
 RUN_DIR   ?= runs/main
-RUN_ARGS  ?= --agent sac_ae --task cartpole_swingup --seed 1 --env-steps 5000 --eval-every 1000 \
+RUN_ARGS  ?= --agent sac_ae --task cartpole_swingup --seed 1 --env-steps 5000 --seed-steps 1000 \
+             --eval-every 1000 \
              --checkpoint-every 1000 --eval-episodes 3 --precision bf16
 
 .PHONY: setup run test test-slow bench lint clean

@@ -27,7 +27,10 @@ def test_defaults_are_the_reference_hyperparameters() -> None:
     assert cfg.encoder.encoder_tau == 0.05
     assert (cfg.ae.decoder_lr, cfg.ae.decoder_latent_lambda, cfg.ae.decoder_weight_decay) == (1e-3, 1e-6, 1e-7)
     assert (cfg.env.image_size, cfg.env.frame_stack, cfg.augmentation) == (84, 3, "none")
-    assert (cfg.eval_every, cfg.eval_episodes, cfg.seed_steps) == (10_000, 10, 1000)
+    assert (cfg.eval_every, cfg.eval_episodes, cfg.seed_steps, cfg.seed_update_burst) == (10_000, 10, None, True)
+    assert C.seed_env_steps(cfg, 8) == 8000  # 1000 actions, as pytorch_sac_ae's init_steps
+    cfg.seed_steps = 500
+    assert C.seed_env_steps(cfg, 8) == 500
 
 
 def test_json_round_trip_and_differences(tmp_path: Path) -> None:
@@ -60,7 +63,7 @@ def test_unknown_key_in_config_file_is_rejected(tmp_path: Path) -> None:
         (lambda c: setattr(c.sac, "actor_lr", 0.0), "--actor-lr must be > 0"),
         (lambda c: setattr(c.sac, "critic_lr", -1.0), "--critic-lr must be > 0"),
         (lambda c: setattr(c, "eval_every", 0), "--eval-every must be >= 1"),
-        (lambda c: setattr(c, "env_steps", 500), "--env-steps .* must exceed --seed-steps"),
+        (lambda c: (setattr(c, "env_steps", 500), setattr(c, "seed_steps", 1000)), "--env-steps .* must exceed"),
         (lambda c: setattr(c.sac, "discount", 1.5), "--discount must be in"),
         (lambda c: setattr(c, "device", "tpu"), "--device must be"),
     ],
@@ -78,6 +81,7 @@ def test_out_of_range_values_are_rejected(mutate, message: str) -> None:  # type
         (["train", "--agent", "nope"], "invalid choice 'nope'"),
         (["train", "--bogus", "3"], "Unrecognized options"),
         (["train", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["train", "--env-steps", "4000"], "must exceed the seed phase (8000 env steps"),
         (["train", "--task", "foo_bar"], "unknown DeepMind Control task 'foo_bar'"),
         (["train", "--device", "cuda:7"], "CUDA"),
         (["train", "--config", "missing.json"], "config file not found"),

@@ -17,7 +17,8 @@ from kprl.train import train
 
 def test_sac_ae_learns_cartpole_swingup_from_pixels_in_a_cpu_minute(tmp_path: Path) -> None:
     cfg = TrainConfig(run_dir=tmp_path / "run", seed=1, env_steps=6000, seed_steps=1000, batch_size=64,
-                      eval_every=6000, eval_episodes=3, checkpoint_every=100_000, video=False)  # fmt: skip
+                      eval_every=6000, eval_episodes=3, checkpoint_every=100_000, video=False,
+                      seed_update_burst=False)  # fmt: skip
     cfg.env.image_size = 32
     cfg.sac.hidden_dim = 256
     cfg.encoder.num_filters = 16

@@ -64,6 +64,8 @@ def test_cli_smoke_run_writes_every_output(tmp_path: Path) -> None:
     train_rows = read_rows(run / "train.csv")
     assert [int(r["env_step"]) for r in train_rows] == list(range(40, 201, 40))
     assert "episode_return" in train_rows[0] and "train/critic_loss" in train_rows[-1]
+    # seed phase: 80 env steps = 10 actions; then a burst of 10 updates (pytorch_sac_ae) and one per action
+    assert [int(r["updates"]) for r in train_rows] == [0, 0, 14, 19, 24]
     videos = sorted(p.name for p in (run / "videos").glob("*.mp4"))
     assert videos == ["eval_00000000.mp4", "eval_00000080.mp4", "eval_00000160.mp4", "eval_00000200.mp4"]
     assert checkpoint_steps(run) == [200]

@@ -126,8 +126,11 @@ class TrainConfig:
     """Seed of environment, networks and sampling."""
     env_steps: int = 100_000
     """Total environment steps (including action repeat) to train for."""
-    seed_steps: int = 1000
-    """Environment steps of uniformly random actions before the agent acts and updates."""
+    seed_steps: int | None = None
+    """Environment steps of uniformly random actions before the agent acts and updates; None means 1000 agent
+    steps (pytorch_sac_ae's init_steps), i.e. 1000 x action repeat env steps (cartpole: 8000)."""
+    seed_update_burst: bool = True
+    """When the seed steps end, do as many updates at once as there were seed agent steps (pytorch_sac_ae)."""
     batch_size: int = 128
     """Transitions per update."""
     replay_capacity: int = 100_000
@@ -167,6 +170,14 @@ RESUMABLE_FIELDS = frozenset({"device", "threads", "env_steps", "video", "log_ev
 def render_size(cfg: TrainConfig) -> int:
     """Side of the rendered (and stored) frames: larger than the network input when random crop is on."""
     return cfg.env.image_size + (CROP_MARGIN if cfg.augmentation == "crop" else 0)
+
+
+SEED_AGENT_STEPS = 1000  # pytorch_sac_ae's init_steps, counted in actions
+
+
+def seed_env_steps(cfg: TrainConfig, action_repeat: int) -> int:
+    """The seed phase in env steps: ``cfg.seed_steps``, or 1000 actions when it is None."""
+    return SEED_AGENT_STEPS * action_repeat if cfg.seed_steps is None else cfg.seed_steps
 
 
 def agent_steps(env_steps: int, action_repeat: int) -> int:
@@ -211,11 +222,12 @@ def validate(cfg: TrainConfig) -> None:
         _check(cfg.env.time_limit > 0, f"--time-limit must be > 0, got {cfg.env.time_limit}")
     if cfg.env.action_repeat is not None:
         _check(cfg.env.action_repeat >= 1, f"--action-repeat must be >= 1, got {cfg.env.action_repeat}")
-    _check(cfg.seed_steps >= 0, f"--seed-steps must be >= 0, got {cfg.seed_steps}")
-    _check(
-        cfg.env_steps > cfg.seed_steps,
-        f"--env-steps ({cfg.env_steps}) must exceed --seed-steps ({cfg.seed_steps}): no update would run",
-    )
+    if cfg.seed_steps is not None:
+        _check(cfg.seed_steps >= 0, f"--seed-steps must be >= 0, got {cfg.seed_steps}")
+        _check(
+            cfg.env_steps > cfg.seed_steps,
+            f"--env-steps ({cfg.env_steps}) must exceed --seed-steps ({cfg.seed_steps}): no update would run",
+        )
     positive = {
         "sac.actor_lr": cfg.sac.actor_lr,
         "sac.critic_lr": cfg.sac.critic_lr,

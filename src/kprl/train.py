@@ -20,7 +20,7 @@ from kprl import config as C
 from kprl.agents.factory import make_agent
 from kprl.agents.sac import SACAgent
 from kprl.checkpoint import find_checkpoint, load_replay_state, load_state, save_checkpoint
-from kprl.envs.dmc import DMCEnv, split_task
+from kprl.envs.dmc import DMCEnv, default_action_repeat, split_task
 from kprl.errors import CheckpointError, ConfigError, KprlError, TrainingError
 from kprl.logger import RunLogger, Throughput
 from kprl.replay import FrameReplay
@@ -176,6 +176,13 @@ class Workspace:
     def __init__(self, cfg: C.TrainConfig, quiet: bool = False) -> None:
         C.validate(cfg)
         check_task(cfg.env.task)
+        repeat = cfg.env.action_repeat or default_action_repeat(cfg.env.task)
+        seed_phase = C.seed_env_steps(cfg, repeat)
+        if cfg.env_steps <= seed_phase:
+            raise ConfigError(
+                f"--env-steps ({cfg.env_steps}) must exceed the seed phase ({seed_phase} env steps"
+                f"{' = 1000 actions x action repeat' if cfg.seed_steps is None else ''}); lower --seed-steps"
+            )
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.run_dir = prepare_run_dir(cfg)
@@ -183,10 +190,12 @@ class Workspace:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.np_rng = np.random.default_rng(cfg.seed)
-        self.aug_gen = torch.Generator(device=self.device)
+        # Augmentation offsets are drawn on the CPU so the generator state resumes on any device.
+        self.aug_gen = torch.Generator()
         self.aug_gen.manual_seed(cfg.seed)
         self.env = make_env(cfg, seed=cfg.seed)
         self.action_repeat = self.env.action_repeat
+        self.seed_env_steps = C.seed_env_steps(cfg, self.action_repeat)
         # One extra frame per episode: its first observation has no incoming transition.
         episodes = cfg.replay_capacity // self.env.max_episode_steps + 2
         self.replay = FrameReplay(
@@ -282,7 +291,7 @@ class Workspace:
             self._evaluate_and_log()
         throughput = Throughput(s.env_step)
         last_print = s.env_step
-        seed_agent_steps = C.agent_steps(cfg.seed_steps, self.action_repeat)
+        seed_agent_steps = C.agent_steps(self.seed_env_steps, self.action_repeat)
         metric_sums: dict[str, float] = {}
         metric_count = 0
         try:
@@ -295,18 +304,22 @@ class Workspace:
                     action = self.np_rng.uniform(-1.0, 1.0, size=self.env.action_dim).astype(np.float32)
                 else:
                     action = self.agent.act(step.obs, deterministic=False)
-                if agent_step >= seed_agent_steps and len(self.replay) > 0:
-                    batch = self.replay.sample(cfg.batch_size, self.np_rng, device=self.device)
-                    metrics = self.agent.update(batch, s.updates, self.aug_gen)
-                    s.updates += 1
-                    for key, value in metrics.items():
-                        if not math.isfinite(value):
-                            raise TrainingError(
-                                f"{key} became {value} at env step {s.env_step} (update {s.updates}); "
-                                f"the last good checkpoint in {self.run_dir / 'checkpoints'} is kept"
-                            )
-                        metric_sums[key] = metric_sums.get(key, 0.0) + value
-                    metric_count += 1
+                if agent_step >= seed_agent_steps and (s.updates > 0 or len(self.replay) > 0):
+                    burst = cfg.seed_update_burst and agent_step == seed_agent_steps and s.updates == 0
+                    # pytorch_sac_ae does init_steps updates at once when the seed phase ends, all scheduled as
+                    # the same step (so each also updates actor and targets).
+                    for _ in range(max(1, seed_agent_steps) if burst else 1):
+                        batch = self.replay.sample(cfg.batch_size, self.np_rng, device=self.device)
+                        metrics = self.agent.update(batch, seed_agent_steps if burst else s.updates, self.aug_gen)
+                        s.updates += 1
+                        for key, value in metrics.items():
+                            if not math.isfinite(value):
+                                raise TrainingError(
+                                    f"{key} became {value} at env step {s.env_step} (update {s.updates}); "
+                                    f"the last good checkpoint in {self.run_dir / 'checkpoints'} is kept"
+                                )
+                            metric_sums[key] = metric_sums.get(key, 0.0) + value
+                        metric_count += 1
                 step = self.env.step(action)
                 self.replay.add(action, step.reward, step.discount, step.frame)
                 s.env_step += self.action_repeat

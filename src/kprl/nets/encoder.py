@@ -104,6 +104,8 @@ class Encoder(nn.Module):
         """A copy with its own heads whose conv trunk *is* this encoder's (shared parameters), as the actor's
         encoder in SAC+AE ties its conv weights to the critic's."""
         heads = [copy.deepcopy(h) for h in self.heads]
+        for head in heads:  # initialised independently of the critic's heads, as in pytorch_sac_ae
+            head.apply(weight_init)
         return Encoder(self.trunk, heads)
 
 
