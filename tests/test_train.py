@@ -75,6 +75,8 @@ def test_cli_smoke_run_writes_every_output(tmp_path: Path) -> None:
     out = kprl("eval", "--run-dir", str(run), "--episodes", "1", "--video", str(video), "--video-size", "64")
     assert out.returncode == 0, out.stderr
     assert video.stat().st_size > 0 and '"episode_return"' in out.stdout
+    by_ckpt = kprl("eval", "--checkpoint", str(run / "checkpoints" / "step_0000000200"), "--episodes", "1")
+    assert by_ckpt.returncode == 0 and '"env_step": 200' in by_ckpt.stdout, by_ckpt.stderr
 
 
 def test_same_seed_gives_identical_eval_csv(tmp_path: Path) -> None:
