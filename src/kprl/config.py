@@ -278,13 +278,16 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Rebuild a config dataclass from :func:`to_dict` output; unknown keys are a :class:`ConfigError`."""
     kwargs: dict[str, Any] = {}
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    defaults = cls()
+    names = {f.name for f in dataclasses.fields(cls)}
     for key, value in data.items():
-        if key not in fields:
+        if key not in names:
             raise ConfigError(f"unknown option {key!r} in config for {cls.__name__}")
-        default = getattr(cls(), key) if not isinstance(value, dict) else None
-        if dataclasses.is_dataclass(getattr(cls(), key)):
-            kwargs[key] = from_dict(type(getattr(cls(), key)), value)
+        default = getattr(defaults, key)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"option {key!r} in config must be an object of {type(default).__name__} options")
+            kwargs[key] = from_dict(type(default), value)
         elif isinstance(default, Path):
             kwargs[key] = Path(value)
         else:
