@@ -15,3 +15,7 @@ class CheckpointError(KprlError):
 
 class TrainingError(KprlError):
     """Training cannot go on (for example a loss became non-finite)."""
+
+
+class DataError(KprlError):
+    """A dataset or frame file is missing, empty, truncated, or holds arrays of the wrong name, dtype or shape."""
