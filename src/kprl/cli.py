@@ -1,7 +1,8 @@
 """The ``kprl`` command: thin subcommands that parse a config and call a library function.
 
-``kprl train`` (train or resume a run), ``kprl eval`` (re-evaluate a saved agent), ``kprl doctor`` (check the
-rendering backend and torch). Problems the user can fix end in a one-line ``kprl: error: ...`` and exit status 2.
+``kprl train`` (train or resume a run), ``kprl eval`` (re-evaluate a saved agent), ``kprl collect`` (render a
+frame dataset), ``kprl doctor`` (check the rendering backend and torch). Problems the user can fix end in a
+one-line ``kprl: error: ...`` and exit status 2.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tyro
 
 from kprl.errors import KprlError
 
-SUBCOMMANDS = ("train", "eval", "plot", "doctor")
+SUBCOMMANDS = ("train", "eval", "plot", "collect", "doctor")
 T = TypeVar("T")
 TYRO_CONFIG = (tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff)
 
@@ -53,6 +54,34 @@ class PlotArgs:
     """Run directory of `kprl train`."""
     out: Path | None = None
     """Output image (default RUN_DIR/curves.png)."""
+
+
+@dataclass
+class CollectArgs:
+    """Render a frame dataset (frames, actions, rewards, landmarks) for keypoint learning; rerun to resume."""
+
+    out: Path
+    """Dataset directory (see docs/dataset.md); rerunning the same command resumes or extends it."""
+    env_steps: int
+    """Environment steps to collect, including action repeat; whole episodes, so the last one is finished."""
+    task: str | None = None
+    """dm_control task (``domain_task``); required with --policy random, defaults to the agent's otherwise."""
+    policy: str = "random"
+    """``random`` (uniform actions) or the run directory of `kprl train` (its agent samples actions)."""
+    image_size: int = 100
+    """Side in pixels of the stored frames (100 = 84 + crop margin, the agent's render size)."""
+    seed: int = 0
+    """Seed of the collection; episode e is determined by (seed, e)."""
+    episodes_per_shard: int = 10
+    """Whole episodes per shard file."""
+    action_repeat: int | None = None
+    """Physics steps per action; None takes the PlaNet value of the domain (or the agent's)."""
+    camera_id: int | None = None
+    """Camera to render from; None takes the task's default (or the agent's)."""
+    time_limit: float | None = None
+    """Episode length in simulated seconds; None keeps the task's (10 s). For quick tests."""
+    device: str = "cpu"
+    """Torch device of a trained policy."""
 
 
 @dataclass
@@ -144,6 +173,27 @@ def cmd_plot(args: list[str]) -> int:
     return 0
 
 
+def cmd_collect(args: list[str]) -> int:
+    from kprl.data.collect import collect
+
+    ca = parse(CollectArgs, args, "kprl collect")
+    summary = collect(
+        out=ca.out,
+        env_steps=ca.env_steps,
+        task=ca.task,
+        policy=ca.policy,
+        image_size=ca.image_size,
+        seed=ca.seed,
+        episodes_per_shard=ca.episodes_per_shard,
+        action_repeat=ca.action_repeat,
+        camera_id=ca.camera_id,
+        time_limit=ca.time_limit,
+        device=ca.device,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
 def cmd_doctor(args: list[str]) -> int:
     from kprl.doctor import doctor
 
@@ -158,10 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kprl`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: kprl {train,eval,plot,doctor} [--help] [options]\n")
+        print("usage: kprl {train,eval,plot,collect,doctor} [--help] [options]\n")
         print("  train    train (or resume) an agent on a dm_control task from pixels")
         print("  eval     re-evaluate a saved agent, optionally writing a video")
         print("  plot     draw a run's learning curve (curves.png)")
+        print("  collect  render a frame dataset (frames, actions, landmarks) for keypoint learning")
         print("  doctor   render one frame and report GL backend, torch and CUDA")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
@@ -169,7 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kprl: error: unknown command {command!r} (choose from {', '.join(SUBCOMMANDS)})", file=sys.stderr)
         return 2
     try:
-        return {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "doctor": cmd_doctor}[command](rest)
+        commands = {
+            "train": cmd_train,
+            "eval": cmd_eval,
+            "plot": cmd_plot,
+            "collect": cmd_collect,
+            "doctor": cmd_doctor,
+        }
+        return commands[command](rest)
     except KprlError as exc:
         print(f"kprl: error: {exc}", file=sys.stderr)
         return 2
