@@ -22,6 +22,8 @@ from kprl.errors import ConfigError
 AgentName = Literal["sac_ae"]
 AugmentationName = Literal["none", "crop", "shift"]
 Precision = Literal["fp32", "bf16"]
+NormName = Literal["none", "batch", "instance"]
+IMMAugmentation = Literal["crop", "none"]
 
 # Extra pixels rendered around the network's view when random crop is on (CURL / the poster: 100 -> 84).
 CROP_MARGIN = 16
@@ -115,6 +117,67 @@ class AEConfig:
 
 
 @dataclass
+class IMMConfig:
+    """The IMM keypoint model (Jakab et al. 2018; the poster): KeyNet finds K keypoints in the target frame, GenNet
+    renders the target from the source frame and the keypoints' Gaussian maps; the loss is the pixel MSE."""
+
+    keypoints: int = 3
+    """Number of keypoints K (the poster: 3)."""
+    sigma: float = 0.1
+    """Standard deviation of the Gaussian maps, in normalised [-1, 1] coordinates (map = exp(-d^2 / sigma^2))."""
+    num_conv_layers: int = 4
+    """3x3 conv layers of the KeyNet and GenNet image encoders (first stride 2). With 84 px frames, 4 layers give
+    35 x 35 score and Gaussian maps; fewer layers give larger maps."""
+    num_filters: int = 32
+    """Channels of the encoders and the renderer."""
+    norm: NormName = "none"
+    """Normalisation after each conv of the encoders and renderer: none, batch (IMM's choice) or instance."""
+    lr: float = 1e-3
+    """Adam learning rate (the poster: 1e-3; its follow-up found 2e-4 better)."""
+
+
+@dataclass
+class IMMTrainConfig:
+    """Standalone IMM training on a frame dataset written by ``kprl collect``."""
+
+    data: Path = Path("data/cartpole")
+    """Dataset directory (``kprl collect --out``)."""
+    run_dir: Path = Path("runs/imm")
+    """Directory for config, logs, checkpoints and figures. Rerunning with the same directory resumes."""
+    seed: int = 1
+    """Seed of initialisation, pair sampling and augmentation."""
+    steps: int = 4000
+    """Gradient updates to train for."""
+    batch_size: int = 32
+    """Source/target pairs per update."""
+    image_size: int = 84
+    """Side of the frames the networks see: random crops of the dataset frames when training, centre crops when
+    evaluating (the dataset's 100 px frames give the agent's 84 px view)."""
+    augmentation: IMMAugmentation = "crop"
+    """crop: a random image_size window of the dataset frame, the same window for source and target (the
+    poster); none: centre crop only."""
+    max_offset: int = 10
+    """A pair is two frames of one episode 1..max_offset agent steps apart (either order)."""
+    val_fraction: float = 0.2
+    """Fraction of episodes held out for validation (loss, figures, landmark regression)."""
+    val_pairs: int = 256
+    """Fixed validation pairs on which the validation loss is measured."""
+    eval_every: int = 500
+    """Measure validation loss (and landmark error) every this many updates."""
+    checkpoint_every: int = 500
+    """Write a resumable checkpoint every this many updates."""
+    log_every: int = 50
+    """Write a train.csv row every this many updates."""
+    precision: Precision = "fp32"
+    """fp32, or bf16 autocast (faster on recent CPUs and GPUs)."""
+    device: str = "cpu"
+    """Torch device: cpu, cuda, cuda:1, ..."""
+    threads: int | None = None
+    """Torch intra-op threads; None leaves torch's default."""
+    model: IMMConfig = field(default_factory=IMMConfig)
+
+
+@dataclass
 class TrainConfig:
     """One training run: an agent on a task, from pixels."""
 
@@ -164,7 +227,7 @@ class TrainConfig:
 
 # Options that may differ between the stored config of a run and the command that resumes it: they change how
 # (or how long) the run executes, not what it computes.
-RESUMABLE_FIELDS = frozenset({"device", "threads", "env_steps", "video", "log_every", "run_dir"})
+RESUMABLE_FIELDS = frozenset({"device", "threads", "env_steps", "steps", "video", "log_every", "run_dir"})
 
 
 def render_size(cfg: TrainConfig) -> int:
@@ -260,6 +323,41 @@ def validate(cfg: TrainConfig) -> None:
         cfg.device == "cpu" or cfg.device.startswith("cuda") or cfg.device == "mps",
         f"--device must be cpu, cuda or cuda:N, got {cfg.device!r}",
     )
+
+
+def validate_imm_model(model: IMMConfig, image_size: int) -> None:
+    """Reject impossible IMM model settings (one-line :class:`ConfigError`)."""
+    _check(model.keypoints >= 1, f"--keypoints must be >= 1, got {model.keypoints}")
+    _check(math.isfinite(model.sigma) and model.sigma > 0, f"--sigma must be > 0, got {model.sigma}")
+    _check(model.num_conv_layers >= 1, f"--num-conv-layers must be >= 1, got {model.num_conv_layers}")
+    _check(model.num_filters >= 1, f"--num-filters must be >= 1, got {model.num_filters}")
+    _check(math.isfinite(model.lr) and model.lr > 0, f"--lr must be > 0, got {model.lr}")
+    _check(
+        image_size >= 2 * model.num_conv_layers + 8,
+        f"--image-size {image_size} is too small for {model.num_conv_layers} conv layers",
+    )
+
+
+def validate_imm_train(cfg: IMMTrainConfig) -> None:
+    """Reject impossible standalone-IMM settings (one-line :class:`ConfigError`)."""
+    for name, value in {
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "image_size": cfg.image_size,
+        "max_offset": cfg.max_offset,
+        "val_pairs": cfg.val_pairs,
+        "eval_every": cfg.eval_every,
+        "checkpoint_every": cfg.checkpoint_every,
+        "log_every": cfg.log_every,
+    }.items():
+        _check(value >= 1, f"{flag(name)} must be >= 1, got {value}")
+    _check(0 < cfg.val_fraction < 1, f"--val-fraction must be in (0, 1), got {cfg.val_fraction}")
+    _check(cfg.threads is None or cfg.threads >= 1, "--threads must be >= 1")
+    _check(
+        cfg.device == "cpu" or cfg.device.startswith("cuda") or cfg.device == "mps",
+        f"--device must be cpu, cuda or cuda:N, got {cfg.device!r}",
+    )
+    validate_imm_model(cfg.model, cfg.image_size)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

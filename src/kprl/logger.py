@@ -21,19 +21,20 @@ from kprl.checkpoint import atomic_write_text
 class CSVLog:
     """An append-only CSV whose columns grow when a row brings new keys (the file is then rewritten)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: str = "env_step") -> None:
         self.path = Path(path)
+        self.key = key
         self.columns: list[str] = []
         self.rows: list[dict[str, str]] = []
         if self.path.is_file():
             with open(self.path, newline="") as f:
                 reader = csv.DictReader(f)
                 self.columns = list(reader.fieldnames or [])
-                self.rows = [dict(r) for r in reader if r.get("env_step") not in (None, "")]
+                self.rows = [dict(r) for r in reader if r.get(key) not in (None, "")]
 
-    def truncate_after(self, env_step: int) -> None:
-        """Drop rows with ``env_step`` greater than ``env_step`` (work after the resumed checkpoint)."""
-        kept = [r for r in self.rows if int(float(r["env_step"])) <= env_step]
+    def truncate_after(self, step: int) -> None:
+        """Drop rows whose key column (``env_step``) exceeds ``step`` (work after the resumed checkpoint)."""
+        kept = [r for r in self.rows if int(float(r[self.key])) <= step]
         if len(kept) != len(self.rows):
             self.rows = kept
             self._rewrite()
@@ -65,12 +66,17 @@ def _fmt(value: Any) -> str:
 
 
 class RunLogger:
-    """Writes ``train.csv``, ``eval.csv`` and TensorBoard events of one run; prints progress lines."""
+    """Writes ``train.csv``, ``eval.csv`` and TensorBoard events of one run; prints progress lines.
 
-    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool = True, quiet: bool = False) -> None:
+    Rows are keyed by the column ``key`` (agents: ``env_step``; standalone IMM: ``step``, its update count)."""
+
+    def __init__(
+        self, run_dir: Path, resume_step: int, tensorboard: bool = True, quiet: bool = False, key: str = "env_step"
+    ) -> None:
         self.run_dir = Path(run_dir)
-        self.train_csv = CSVLog(self.run_dir / "train.csv")
-        self.eval_csv = CSVLog(self.run_dir / "eval.csv")
+        self.key = key
+        self.train_csv = CSVLog(self.run_dir / "train.csv", key)
+        self.eval_csv = CSVLog(self.run_dir / "eval.csv", key)
         self.train_csv.truncate_after(resume_step)
         self.eval_csv.truncate_after(resume_step)
         self.quiet = quiet
@@ -88,11 +94,11 @@ class RunLogger:
 
     def log_train(self, row: dict[str, Any]) -> None:
         self.train_csv.append(row)
-        self.scalars({k if "/" in k else f"train/{k}": v for k, v in row.items() if k != "env_step"}, row["env_step"])
+        self.scalars({k if "/" in k else f"train/{k}": v for k, v in row.items() if k != self.key}, row[self.key])
 
     def log_eval(self, row: dict[str, Any]) -> None:
         self.eval_csv.append(row)
-        self.scalars({f"eval/{k}": v for k, v in row.items() if k != "env_step"}, row["env_step"])
+        self.scalars({k if "/" in k else f"eval/{k}": v for k, v in row.items() if k != self.key}, row[self.key])
         if self.writer is not None:
             self.writer.flush()
 

@@ -39,12 +39,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def prepare_run_dir(cfg: C.TrainConfig) -> Path:
-    """Create the run dir, or check that an existing one holds the same config; write ``config.json``."""
+def prepare_run_dir(cfg: Any) -> Path:
+    """Create ``cfg.run_dir``, or check that an existing one holds the same config (a :class:`C.TrainConfig` or
+    :class:`C.IMMTrainConfig`, resumable fields aside); write ``config.json``."""
     run_dir = Path(cfg.run_dir)
     stored_file = run_dir / "config.json"
     if stored_file.is_file():
-        stored = C.load_json(C.TrainConfig, stored_file)
+        stored = C.load_json(type(cfg), stored_file)
         diffs = C.config_differences(C.to_dict(stored), C.to_dict(cfg))
         if diffs:
             shown = ", ".join(diffs[:4]) + (" ..." if len(diffs) > 4 else "")

@@ -37,23 +37,45 @@ def conv_output_size(image_size: int, num_layers: int) -> int:
     return size - 2 * (num_layers - 1)
 
 
-class ConvTrunk(nn.Module):
-    """The shared convolutional part: uint8 (or float 0..255) stacks [B, C, H, W] -> feature maps [B, F, h, w]."""
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """A normalisation layer for conv maps: ``none`` (identity), ``batch`` or ``instance`` (with affine)."""
+    if kind == "none":
+        return nn.Identity()
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    raise ValueError(f"unknown normalisation {kind!r} (none, batch, instance)")
 
-    def __init__(self, in_channels: int, image_size: int, num_layers: int = 4, num_filters: int = 32) -> None:
+
+class ConvTrunk(nn.Module):
+    """The shared convolutional part: uint8 (or float 0..255) stacks [B, C, H, W] -> feature maps [B, F, h, w].
+
+    ``norm`` puts a normalisation layer between each conv and its ReLU (IMM's encoders use batch norm); SAC+AE
+    has none, and with ``norm="none"`` the parameters are exactly SAC+AE's."""
+
+    def __init__(
+        self, in_channels: int, image_size: int, num_layers: int = 4, num_filters: int = 32, norm: str = "none"
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, num_filters, 3, stride=2)]
         for _ in range(num_layers - 1):
             layers.append(nn.Conv2d(num_filters, num_filters, 3, stride=1))
         self.convs = nn.ModuleList(layers)
+        self.norms = nn.ModuleList([norm_layer(norm, num_filters) for _ in layers]) if norm != "none" else None
         side = conv_output_size(image_size, num_layers)
+        if side < 1:
+            raise ValueError(f"{num_layers} conv layers leave no feature map of a {image_size} px image")
         self.out_shape: tuple[int, int, int] = (num_filters, side, side)
         self.apply(weight_init)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.float() / 255.0
-        for conv in self.convs:
-            x = torch.relu(conv(x))
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if self.norms is not None:
+                x = self.norms[i](x)
+            x = torch.relu(x)
         return x
 
 

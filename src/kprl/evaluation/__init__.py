@@ -1,0 +1,1 @@
+"""Evaluation protocols: landmark regression from keypoints (and, later, statistics over runs)."""

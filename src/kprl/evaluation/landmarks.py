@@ -1,0 +1,98 @@
+"""How good are unsupervised keypoints? Regress the true landmarks from them (Thewlis et al. 2017; Jakab et al.
+2018, Sec. 4.1): fit a linear map from the K detected keypoints to the L ground-truth landmarks on training
+episodes, then report the mean pixel distance between predicted and true landmarks on held-out episodes.
+
+Keypoints are unsupervised, so their identity and placement are arbitrary (a keypoint may sit mid-pole, another
+between cart and pole); a linear regressor with a bias absorbs that, and a small ridge penalty keeps it stable
+when keypoints are collinear or collapsed. Each landmark is fitted and scored only on frames where it lies inside
+the image (a landmark off-screen cannot be seen by any detector).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class LandmarkRegression:
+    """A fitted keypoints -> landmarks ridge regressor (one weight matrix per landmark)."""
+
+    weights: np.ndarray
+    """[L, 2K + 1, 2]: for landmark l, (x, y) = [keypoints..., 1] @ weights[l]."""
+
+    def predict(self, keypoints: np.ndarray) -> np.ndarray:
+        """Keypoints [N, K, 2] (pixels) -> predicted landmarks [N, L, 2] (pixels)."""
+        design = _design(keypoints)
+        return np.einsum("nd,ldc->nlc", design, self.weights)
+
+
+def _design(keypoints: np.ndarray) -> np.ndarray:
+    """[N, K, 2] -> [N, 2K + 1] rows of (x1, y1, ..., xK, yK, 1)."""
+    flat = np.asarray(keypoints, dtype=np.float64).reshape(len(keypoints), -1)
+    return np.concatenate([flat, np.ones((len(flat), 1))], axis=1)
+
+
+def inside_frame(landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
+    """[N, L] bool: which landmarks [N, L, 2] (pixel coordinates) lie inside a width x height image."""
+    x, y = landmarks[..., 0], landmarks[..., 1]
+    return (x >= 0) & (x < width) & (y >= 0) & (y < height)
+
+
+def fit_landmark_regression(
+    keypoints: np.ndarray, landmarks: np.ndarray, visible: np.ndarray, ridge: float = 1e-3
+) -> LandmarkRegression:
+    """Least squares with an L2 penalty ``ridge`` * N on the non-bias weights, per landmark, on visible rows.
+
+    keypoints [N, K, 2] and landmarks [N, L, 2] are in pixels; visible [N, L] selects the rows used for each
+    landmark. Raises ValueError when a landmark has fewer visible rows than unknowns."""
+    if len(keypoints) != len(landmarks) or len(landmarks) != len(visible):
+        raise ValueError("keypoints, landmarks and visible must have the same number of frames")
+    design = _design(keypoints)
+    dim = design.shape[1]
+    weights = np.zeros((landmarks.shape[1], dim, 2))
+    for lm in range(landmarks.shape[1]):
+        rows = visible[:, lm]
+        count = int(rows.sum())
+        if count < dim:
+            raise ValueError(f"landmark {lm} is visible in {count} training frames, fewer than {dim} unknowns")
+        a = design[rows]
+        penalty = ridge * count * np.eye(dim)
+        penalty[-1, -1] = 0.0  # no penalty on the bias
+        weights[lm] = np.linalg.solve(a.T @ a + penalty, a.T @ landmarks[rows, lm].astype(np.float64))
+    return LandmarkRegression(weights)
+
+
+def landmark_errors(predicted: np.ndarray, landmarks: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """[L] mean Euclidean pixel error per landmark over the rows where it is visible (NaN if never visible)."""
+    dist = np.linalg.norm(predicted - landmarks, axis=-1)
+    counts = visible.sum(axis=0)
+    sums = np.where(visible, dist, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def regression_report(
+    train_keypoints: np.ndarray,
+    train_landmarks: np.ndarray,
+    test_keypoints: np.ndarray,
+    test_landmarks: np.ndarray,
+    image_size: int,
+    names: list[str],
+    ridge: float = 1e-3,
+) -> dict[str, float]:
+    """Fit on the training frames, score on the test frames: ``{"error/<name>": px, ..., "error/mean": px}``.
+
+    The overall mean averages over all visible (frame, landmark) pairs, as the per-landmark means weighted by
+    how often each landmark is visible."""
+    train_vis = inside_frame(train_landmarks, image_size, image_size)
+    test_vis = inside_frame(test_landmarks, image_size, image_size)
+    model = fit_landmark_regression(train_keypoints, train_landmarks, train_vis, ridge)
+    predicted = model.predict(test_keypoints)
+    per = landmark_errors(predicted, test_landmarks, test_vis)
+    dist = np.linalg.norm(predicted - test_landmarks, axis=-1)
+    overall = float(dist[test_vis].mean()) if test_vis.any() else float("nan")
+    report = {f"error/{name}": float(v) for name, v in zip(names, per, strict=True)}
+    report["error/mean"] = overall
+    return report

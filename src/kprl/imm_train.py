@@ -1,0 +1,323 @@
+"""Standalone IMM training on a frame dataset (``kprl imm train``): the poster's "key point learning" experiment.
+
+Episodes are split into training and validation sets (by episode, so no frame of a validation episode is ever
+trained on). Every update draws pairs of frames of one training episode (`kprl.imm_pairs`), random-crops them with
+one window per pair, and minimises the IMM reconstruction MSE. Every ``eval_every`` updates the validation loss
+is measured on a fixed set of centre-cropped validation pairs, together with the landmark error of a ridge
+regressor from keypoints to the true landmarks (fitted on training frames, scored on validation frames; see
+`kprl.evaluation.landmarks`). Logs, checkpoints and resume work as for agents: rerunning the same command
+continues from the newest checkpoint, and CSV rows written after it are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kprl import config as C
+from kprl.checkpoint import atomic_write_text, find_checkpoint, load_state, save_checkpoint
+from kprl.data.frames import FrameDataset, load_dataset
+from kprl.errors import CheckpointError, ConfigError, DataError, TrainingError
+from kprl.evaluation.landmarks import regression_report
+from kprl.imm_pairs import PairSampler, centre_offset, crop_frames, crop_windows
+from kprl.logger import RunLogger, Throughput
+from kprl.nets.imm import IMM
+from kprl.nets.keypoints import to_pixels
+from kprl.train import prepare_run_dir, resolve_device
+
+MODEL_KIND = "imm"
+# Training frames used to fit the landmark regressor during training (a subsample: the fit needs few).
+REGRESSION_TRAIN_FRAMES = 2000
+
+
+@dataclass
+class EpisodeSplit:
+    """Episode ids for training and validation."""
+
+    train: np.ndarray
+    val: np.ndarray
+
+
+def split_episodes(episode_ids: np.ndarray, val_fraction: float, seed: int) -> EpisodeSplit:
+    """A seeded random split of episode ids: round(val_fraction * n) for validation, at least one each."""
+    ids = np.sort(np.asarray(episode_ids))
+    if len(ids) < 2:
+        raise DataError(f"the dataset has {len(ids)} episode(s); a train/validation split needs at least 2")
+    n_val = min(max(1, round(val_fraction * len(ids))), len(ids) - 1)
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    return EpisodeSplit(train=np.sort(ids[perm[n_val:]]), val=np.sort(ids[perm[:n_val]]))
+
+
+def frames_of(data: FrameDataset, episodes: np.ndarray) -> np.ndarray:
+    """Indices of all frames of the given episodes, in dataset order."""
+    return np.flatnonzero(np.isin(data.episode, episodes))
+
+
+@torch.no_grad()
+def detect_keypoints(
+    model: IMM, frames: np.ndarray, indices: np.ndarray, device: torch.device, batch_size: int = 256
+) -> np.ndarray:
+    """Keypoints [N, K, 2] in pixels of the centre-cropped frames[indices] (HWC uint8), x right, y down."""
+    size = model.image_size
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        windows = crop_windows(frames.shape[1], frames.shape[2], size, len(chunk), None)
+        x = crop_frames(frames, chunk, windows, size).to(device)
+        out.append(to_pixels(model.keynet(x).coords.float(), size, size).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, model.cfg.keypoints, 2), np.float32)
+
+
+def landmark_report(
+    model: IMM, data: FrameDataset, split: EpisodeSplit, device: torch.device, max_train_frames: int | None = None
+) -> dict[str, float]:
+    """Held-out landmark error (pixels of the centre crop) of a ridge regressor fitted on training frames."""
+    train_idx = frames_of(data, split.train)
+    if max_train_frames is not None and len(train_idx) > max_train_frames:
+        train_idx = train_idx[np.linspace(0, len(train_idx) - 1, max_train_frames).astype(np.int64)]
+    val_idx = frames_of(data, split.val)
+    shift = centre_offset(data.image_size, model.image_size)
+    return regression_report(
+        detect_keypoints(model, data.frames, train_idx, device),
+        data.landmarks[train_idx] - shift,
+        detect_keypoints(model, data.frames, val_idx, device),
+        data.landmarks[val_idx] - shift,
+        model.image_size,
+        data.landmark_names,
+    )
+
+
+def _rng_state(np_rng: np.random.Generator) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], np_rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    np_rng.bit_generator.state = state["numpy"]
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+class IMMTrainer:
+    """Owns dataset, model, optimiser and logger of one standalone IMM run; :meth:`run` trains to ``cfg.steps``."""
+
+    def __init__(self, cfg: C.IMMTrainConfig, quiet: bool = False) -> None:
+        C.validate_imm_train(cfg)
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.data = load_dataset(Path(cfg.data))
+        if self.data.image_size < cfg.image_size:
+            raise ConfigError(
+                f"--image-size {cfg.image_size} is larger than the dataset's {self.data.image_size} px frames"
+            )
+        self.split = split_episodes(self.data.episode_ids(), cfg.val_fraction, cfg.seed)
+        self.run_dir = prepare_run_dir(cfg)
+        atomic_write_text(
+            self.run_dir / "split.json",
+            '{"train": %s, "val": %s}\n' % (self.split.train.tolist(), self.split.val.tolist()),
+        )
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.np_rng = np.random.default_rng(cfg.seed)
+        self.model = IMM(cfg.model, cfg.image_size).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.model.lr)
+        try:
+            self.train_pairs = PairSampler(self.data.episode, self.split.train, cfg.max_offset)
+            val_sampler = PairSampler(self.data.episode, self.split.val, cfg.max_offset)
+        except ValueError as exc:
+            raise DataError(f"{cfg.data}: {exc}") from exc
+        # A fixed validation set, drawn from its own seed so that it does not depend on training progress.
+        self.val_source, self.val_target = val_sampler.sample(cfg.val_pairs, np.random.default_rng(cfg.seed + 1))
+        self.step = 0
+        self.wall_seconds = 0.0
+        self._resume()
+        self.logger = RunLogger(self.run_dir, resume_step=self.step, quiet=quiet, key="step")
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _resume(self) -> None:
+        ckpt = find_checkpoint(self.run_dir)
+        if ckpt is None:
+            return
+        state = load_state(ckpt, map_location=self.device)
+        if state.get("kind") != MODEL_KIND:
+            raise CheckpointError(f"checkpoint {ckpt} is not a standalone IMM checkpoint")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {ckpt} does not fit this model: {str(exc).splitlines()[0]}") from exc
+        self.step = int(state["step"])
+        self.wall_seconds = float(state["wall_seconds"])
+        _set_rng_state(state["rng"], self.np_rng)
+
+    def save(self) -> Path:
+        """Checkpoint model, optimiser, counters and RNGs (resumable) at the current step."""
+        state = {
+            "kind": MODEL_KIND,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "model_config": C.to_dict(self.cfg.model),
+            "image_size": self.cfg.image_size,
+            "landmark_names": list(self.data.landmark_names),
+            "step": self.step,
+            "wall_seconds": self.wall_seconds + self._elapsed(),
+            "rng": _rng_state(self.np_rng),
+        }
+        return save_checkpoint(self.run_dir, self.step, state, None)
+
+    # ------------------------------------------------------------------------------------------------- loop
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        source, target = self.train_pairs.sample(cfg.batch_size, self.np_rng)
+        frames = self.data.frames
+        windows = crop_windows(
+            frames.shape[1], frames.shape[2], cfg.image_size, cfg.batch_size,
+            self.np_rng if cfg.augmentation == "crop" else None,
+        )  # fmt: skip
+        return (
+            crop_frames(frames, source, windows, cfg.image_size).to(self.device, non_blocking=True),
+            crop_frames(frames, target, windows, cfg.image_size).to(self.device, non_blocking=True),
+        )
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Mean reconstruction MSE over the fixed validation pairs (centre crops)."""
+        self.model.eval()
+        frames, size = self.data.frames, self.cfg.image_size
+        total = 0.0
+        for start in range(0, len(self.val_source), 256):
+            src_idx = self.val_source[start : start + 256]
+            tgt_idx = self.val_target[start : start + 256]
+            windows = crop_windows(frames.shape[1], frames.shape[2], size, len(src_idx), None)
+            with self._autocast():
+                loss, _ = self.model.loss(
+                    crop_frames(frames, src_idx, windows, size).to(self.device),
+                    crop_frames(frames, tgt_idx, windows, size).to(self.device),
+                )
+            total += float(loss) * len(src_idx)
+        self.model.train()
+        return total / len(self.val_source)
+
+    def _evaluate(self) -> dict[str, float]:
+        row: dict[str, Any] = {"step": self.step, "val_loss": self.validation_loss()}
+        try:
+            row.update(landmark_report(self.model, self.data, self.split, self.device, REGRESSION_TRAIN_FRAMES))
+        except ValueError as exc:  # too few visible landmarks to fit: report the loss alone
+            self.logger.print(f"landmark regression skipped: {exc}")
+        row["wall_hours"] = round((self.wall_seconds + self._elapsed()) / 3600, 5)
+        self.logger.log_eval(row)
+        return row
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0
+
+    def run(self) -> dict[str, Any]:
+        """Train to ``cfg.steps`` updates (evaluating, logging and checkpointing on schedule); write the figures.
+
+        Returns a summary dict (last validation row, run dir)."""
+        cfg = self.cfg
+        self._t0 = time.perf_counter()
+        speed = Throughput(self.step)
+        losses: list[float] = []
+        last_eval: dict[str, Any] = {}
+        self.model.train()
+        if self.step == 0:
+            last_eval = self._evaluate()
+        while self.step < cfg.steps:
+            source, target = self._batch()
+            with self._autocast():
+                loss, _ = self.model.loss(source, target)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            losses.append(float(loss))
+            if not math.isfinite(losses[-1]):
+                raise TrainingError(f"IMM loss became {losses[-1]} at step {self.step}; try a lower --lr")
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                rate = speed.update(self.step)
+                self.logger.log_train(
+                    {
+                        "step": self.step,
+                        "loss": float(np.mean(losses)),
+                        "pairs_per_second": round(rate * cfg.batch_size, 2),
+                        "wall_hours": round((self.wall_seconds + self._elapsed()) / 3600, 5),
+                    }
+                )
+                self.logger.print(
+                    f"step {self.step}/{cfg.steps}  loss {np.mean(losses):.5f}  {rate:.2f} updates/s"
+                    f"  eta {speed.eta(self.step, cfg.steps, rate)}"
+                )
+                losses = []
+            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                last_eval = self._evaluate()
+                errors = {k: round(v, 2) for k, v in last_eval.items() if k.startswith("error/")}
+                self.logger.print(f"eval step {self.step}  val_loss {last_eval['val_loss']:.5f}  {errors}")
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self.save()
+        self.logger.close()
+        figures = self.write_figures()
+        return {"run_dir": str(self.run_dir), "step": self.step, **last_eval, "figures": [str(f) for f in figures]}
+
+    def write_figures(self) -> list[Path]:
+        """The IMM example, score-map and loss-curve figures of the current model into RUN_DIR/figures/."""
+        from kprl.viz.imm import write_imm_figures
+
+        return write_imm_figures(self.model, self.data, self.split, self.run_dir, self.cfg.seed)
+
+
+def train_imm(cfg: C.IMMTrainConfig, quiet: bool = False) -> dict[str, Any]:
+    """Train (or resume) a standalone IMM run; see :class:`IMMTrainer`."""
+    return IMMTrainer(cfg, quiet=quiet).run()
+
+
+@dataclass
+class LoadedIMM:
+    """A trained IMM model and what its checkpoint says about it."""
+
+    model: IMM
+    image_size: int
+    """Side of the (square) frames the model takes."""
+    landmark_names: list[str]
+    step: int
+    checkpoint: Path
+
+
+def load_imm(path: Path, device: str | torch.device = "cpu") -> LoadedIMM:
+    """Load a standalone IMM model (eval mode) from a run dir, a checkpoint dir or its state.pt.
+
+    The checkpoint carries the model config, so no config.json is needed (a copied state.pt is enough)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist")
+    ckpt = find_checkpoint(path)
+    if ckpt is None:
+        raise CheckpointError(f"no checkpoint found in {path}")
+    dev = resolve_device(str(device))
+    state = load_state(ckpt, map_location=dev)
+    if state.get("kind") != MODEL_KIND:
+        raise CheckpointError(f"{ckpt} is not a standalone IMM checkpoint (kprl imm train)")
+    try:
+        model_cfg = C.from_dict(C.IMMConfig, state["model_config"])
+        model = IMM(model_cfg, int(state["image_size"])).to(dev)
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {ckpt} is damaged: {str(exc).splitlines()[0]}") from exc
+    model.eval()
+    return LoadedIMM(model, int(state["image_size"]), list(state.get("landmark_names", [])), int(state["step"]), ckpt)

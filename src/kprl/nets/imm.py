@@ -1,0 +1,150 @@
+"""IMM: unsupervised keypoints through conditional image generation (Jakab et al. 2018), as in the poster.
+
+Given a *source* frame and a *target* frame of the same scene (here: two frames of one episode), the KeyNet sees
+only the target and compresses it to K keypoints; the GenNet sees the source frame and the target's keypoints,
+rendered as Gaussian maps, and must draw the target. The only way to tell the generator where things moved is
+through the keypoints, so they learn to sit on the moving parts (cart, pole).
+
+Architecture (sized for 84 px DMC frames on a CPU; see docs/keypoints.md for how it differs from the reference):
+- KeyNet = conv trunk (SAC+AE's: 3x3 convs, first stride 2) -> 1x1 conv to K score maps -> `KeypointHead`
+  (softmax marginals -> expected (x, y) -> Gaussian maps at the score-map resolution). The head is the same
+  module the keypoint agents put on their shared encoder ("the observation is first encoded and then fed to
+  KeyNet", the poster).
+- GenNet = its own conv trunk on the source frame; its maps concatenated with the K Gaussian maps; two 3x3 convs;
+  then the mirror of the trunk (3x3 transposed convs, the last with stride 2) back to a 3-channel image.
+- Loss: mean squared error between the generated and the target frame, both in [-0.5, 0.5] (frame / 255 - 0.5).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from kprl.config import IMMConfig
+from kprl.nets.encoder import ConvTrunk, norm_layer, weight_init
+from kprl.nets.keypoints import gaussian_maps, keypoints_from_scores
+
+
+class KeypointOutput(NamedTuple):
+    """What a `KeypointHead` (and so `KeyNet`) produces for a batch."""
+
+    coords: torch.Tensor
+    """[B, K, 2] (x, y) in [-1, 1] (kprl.nets.keypoints conventions)."""
+    score_maps: torch.Tensor
+    """[B, K, h, w] raw scores."""
+    marginal_x: torch.Tensor
+    """[B, K, w] softmax marginal over columns."""
+    marginal_y: torch.Tensor
+    """[B, K, h] softmax marginal over rows."""
+    gauss_maps: torch.Tensor
+    """[B, K, h, w] Gaussian maps of the keypoints at the score-map resolution."""
+
+
+class IMMOutput(NamedTuple):
+    """What `IMM.forward` produces for a batch of (source, target) pairs."""
+
+    generated: torch.Tensor
+    """[B, 3, H, W] the rendered target, in [-0.5, 0.5] units (add 0.5 for an image in [0, 1])."""
+    keypoints: KeypointOutput
+    """The target's keypoints."""
+
+
+class KeypointHead(nn.Module):
+    """Feature maps [B, C, h, w] -> K keypoints: 1x1 conv to score maps, softmax marginals, expectations, and the
+    keypoints' Gaussian maps (Jakab et al. 2018, Sec. 3.1). ``out_dim`` = 2K: as an encoder head its output is the
+    flattened (x, y) coordinates."""
+
+    def __init__(self, in_channels: int, num_keypoints: int, sigma: float) -> None:
+        super().__init__()
+        if num_keypoints < 1:
+            raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
+        if sigma <= 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        self.score = nn.Conv2d(in_channels, num_keypoints, 1)
+        self.num_keypoints = num_keypoints
+        self.sigma = sigma
+        self.out_dim = 2 * num_keypoints
+        self.apply(weight_init)
+
+    def keypoints(self, maps: torch.Tensor) -> KeypointOutput:
+        """All intermediate results for the feature maps ``maps``."""
+        scores = self.score(maps)
+        kp = keypoints_from_scores(scores)
+        gauss = gaussian_maps(kp.coords, scores.shape[-2], scores.shape[-1], self.sigma)
+        return KeypointOutput(kp.coords, scores, kp.marginal_x, kp.marginal_y, gauss)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        """Flattened keypoints [B, 2K] (x1, y1, x2, y2, ...): the head's contribution to an agent's features."""
+        scores = self.score(maps)
+        return keypoints_from_scores(scores).coords.flatten(1)
+
+
+class KeyNet(nn.Module):
+    """Frames uint8 (or float 0..255) [B, C, H, W] -> keypoints: conv trunk + `KeypointHead`."""
+
+    def __init__(self, in_channels: int, image_size: int, cfg: IMMConfig) -> None:
+        super().__init__()
+        self.trunk = ConvTrunk(in_channels, image_size, cfg.num_conv_layers, cfg.num_filters, cfg.norm)
+        self.head = KeypointHead(cfg.num_filters, cfg.keypoints, cfg.sigma)
+
+    def forward(self, frames: torch.Tensor) -> KeypointOutput:
+        return self.head.keypoints(self.trunk(frames))
+
+
+class GenNet(nn.Module):
+    """(source frames, target Gaussian maps) -> generated target frames, in [-0.5, 0.5] units."""
+
+    def __init__(self, in_channels: int, image_size: int, cfg: IMMConfig) -> None:
+        super().__init__()
+        f = cfg.num_filters
+        self.trunk = ConvTrunk(in_channels, image_size, cfg.num_conv_layers, f, cfg.norm)
+        side = self.trunk.out_shape[1]
+        self.mix = nn.ModuleList([nn.Conv2d(f + cfg.keypoints, f, 3, padding=1), nn.Conv2d(f, f, 3, padding=1)])
+        self.mix_norms = nn.ModuleList([norm_layer(cfg.norm, f) for _ in self.mix])
+        self.deconvs = nn.ModuleList([nn.ConvTranspose2d(f, f, 3, stride=1) for _ in range(cfg.num_conv_layers - 1)])
+        side += 2 * (cfg.num_conv_layers - 1)
+        output_padding = image_size - ((side - 1) * 2 + 3)
+        if output_padding not in (0, 1):
+            raise ValueError(f"GenNet cannot produce {image_size} px from {side} px maps")
+        self.out = nn.ConvTranspose2d(f, in_channels, 3, stride=2, output_padding=output_padding)
+        self.apply(weight_init)
+
+    def forward(self, source: torch.Tensor, gauss_maps: torch.Tensor) -> torch.Tensor:
+        features = self.trunk(source)
+        x = torch.cat([features, gauss_maps.to(features.dtype)], dim=1)
+        for conv, norm in zip(self.mix, self.mix_norms, strict=True):
+            x = torch.relu(norm(conv(x)))
+        for deconv in self.deconvs:
+            x = torch.relu(deconv(x))
+        return self.out(x)
+
+
+class IMM(nn.Module):
+    """KeyNet + GenNet. ``forward(source, target)`` -> generated target and the target's keypoints;
+    ``loss(source, target)`` -> (MSE, output)."""
+
+    def __init__(self, cfg: IMMConfig, image_size: int, in_channels: int = 3) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.keynet = KeyNet(in_channels, image_size, cfg)
+        self.gennet = GenNet(in_channels, image_size, cfg)
+
+    @property
+    def map_size(self) -> int:
+        """Side of the score and Gaussian maps."""
+        return self.keynet.trunk.out_shape[1]
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor) -> IMMOutput:
+        kp = self.keynet(target)
+        return IMMOutput(self.gennet(source, kp.gauss_maps), kp)
+
+    def loss(self, source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, IMMOutput]:
+        """Pixel MSE between the generated and the true target (the poster's loss; Jakab et al. use a perceptual
+        loss, which needs pretrained VGG weights this project does not download)."""
+        out = self(source, target)
+        truth = target.float() / 255.0 - 0.5
+        return (out.generated.float() - truth).square().mean(), out
