@@ -1,0 +1,385 @@
+"""Keypoints of a trained IMM model on a user's frames (``kprl keypoints``).
+
+Frames come from an ``.npz`` holding a ``frames`` array (uint8 ``[N, H, W, 3]``), a folder of ``.png`` files or a
+video. Frames whose size differs from the model's (``model_size`` x ``model_size``) are resized to it with an
+antialiased bilinear filter (``align_corners=False``); **non-square frames are allowed and are stretched to the
+square**. The keypoints are mapped back to the input frames' own pixels, so they are always reported as (x, y)
+with x right, y down and the origin at the top-left *corner* of the top-left pixel (the centre of pixel column i,
+row j is (i + 0.5, j + 0.5); `kprl.nets.keypoints` conventions). With ``align_corners=False`` resizing maps
+pixel-corner coordinates linearly, so the mapping back is an exact scaling by W / model_size and H / model_size
+(`scale_to_frame`).
+
+Bad input (missing or malformed files, frames that are not RGB images) raises `DataError` with a one-line message
+naming the file; existing outputs are never replaced unless asked (`ConfigError`), and that is checked before any
+work is done. Outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kprl.checkpoint import atomic_write_bytes
+from kprl.errors import ConfigError, DataError
+from kprl.nets.imm import IMM
+from kprl.nets.keypoints import to_pixels
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".gif")
+"""Video files `read_frames` reads (through imageio)."""
+MIN_FRAME_SIZE = 8
+"""Frames smaller than this (either side, in pixels) are refused."""
+OVERLAY_FPS = 15
+"""Frame rate of the overlay video."""
+# One colour per keypoint (matplotlib's tab10), cycled when there are more keypoints.
+PALETTE = np.array(
+    [
+        [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+        [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207],
+    ],
+    dtype=np.uint8,
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------- reading
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (or its type name)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+def _to_rgb(image: np.ndarray, source: Path) -> np.ndarray:
+    """A decoded image [H, W], [H, W, 1|2|3|4] as uint8 [H, W, 3]: grey repeated, alpha dropped."""
+    if image.dtype != np.uint8:
+        raise DataError(f"{source}: not an 8-bit image (pixel type {image.dtype})")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
+        raise DataError(f"{source}: not an image (decoded shape {tuple(image.shape)})")
+    if image.shape[-1] in (1, 2):  # grey, grey + alpha
+        image = np.repeat(image[..., :1], 3, axis=-1)
+    return np.ascontiguousarray(image[..., :3])
+
+
+def _check_frames(frames: np.ndarray, source: Path) -> np.ndarray:
+    """Validate an array of frames: uint8, [N, H, W, 3] (or one [H, W, 3] image), N >= 1, sides >= 8 px."""
+    if frames.dtype != np.uint8:
+        raise DataError(f"{source}: frames must be uint8 (0..255), got {frames.dtype}")
+    if frames.ndim == 3 and frames.shape[-1] == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise DataError(
+            f"{source}: frames are not RGB images (shape {tuple(frames.shape)}, expected [N, H, W, 3])"
+        )
+    if frames.shape[0] == 0:
+        raise DataError(f"{source}: holds no frames")
+    height, width = frames.shape[1:3]
+    if min(height, width) < MIN_FRAME_SIZE:
+        raise DataError(
+            f"{source}: frames of {height}x{width} px are too small (at least {MIN_FRAME_SIZE} px)"
+        )
+    return frames
+
+
+def _read_npz(path: Path) -> np.ndarray:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or _first_line(exc)})") from exc
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # zip local file header / empty archive
+        raise DataError(f"{path}: not an .npz archive")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        raise DataError(f"{path}: damaged .npz archive ({_first_line(exc)})") from exc
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: not an .npz archive")
+    try:
+        if "frames" not in data.files:
+            names = ", ".join(data.files) or "nothing"
+            raise DataError(f"{path}: has no `frames` array (it holds {names})")
+        return np.asarray(data["frames"])
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as exc:
+        raise DataError(f"{path}: cannot read `frames` ({_first_line(exc)})") from exc
+    finally:
+        data.close()
+
+
+def _read_png_folder(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    others = [p for p in entries if p.suffix.lower() != ".png"]
+    if others:
+        raise DataError(f"{others[0]}: not a .png file (a frame folder must hold only .png frames)")
+    if not entries:
+        raise DataError(f"{path}: folder holds no .png frames")
+    images = []
+    for file in entries:
+        if not file.is_file():
+            raise DataError(f"{file}: not a file")
+        try:
+            image = np.asarray(iio.imread(file, plugin="pillow"))
+        except Exception as exc:  # imageio/Pillow raise many types for non-images
+            raise DataError(f"{file}: not a readable PNG image ({_first_line(exc)})") from exc
+        image = _to_rgb(image, file)
+        if images and image.shape != images[0].shape:
+            raise DataError(
+                f"{file}: is {image.shape[0]}x{image.shape[1]} px but {entries[0].name} is "
+                f"{images[0].shape[0]}x{images[0].shape[1]} px (all frames must have one size)"
+            )
+        images.append(image)
+    return np.stack(images)
+
+
+def _read_video(path: Path) -> np.ndarray:
+    import imageio.v2 as imageio
+
+    images: list[np.ndarray] = []
+    try:
+        with imageio.get_reader(path) as reader:
+            for frame in reader:
+                image = _to_rgb(np.asarray(frame), path)
+                if images and image.shape != images[0].shape:
+                    raise DataError(f"{path}: frames change size within the video")
+                images.append(image)
+    except DataError:
+        raise
+    except Exception as exc:  # imageio/ffmpeg raise many types for corrupt videos
+        raise DataError(f"{path}: cannot read video ({_first_line(exc)})") from exc
+    if not images:
+        raise DataError(f"{path}: holds no frames")
+    return np.stack(images)
+
+
+def read_frames(path: Path) -> np.ndarray:
+    """uint8 [N, H, W, 3] from an .npz with a `frames` array, a folder of .png files (sorted by name), or a video
+    (.mp4/.avi/.mov/.mkv/.gif via imageio).
+
+    An .npz may hold a single [H, W, 3] image (read as N = 1). PNGs with alpha lose it; grey PNGs are repeated to
+    RGB. Anything else (missing path, unknown extension, corrupt file, non-uint8 or non-RGB frames, no frames,
+    frames under 8 px) raises a one-line `DataError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        frames = _read_png_folder(path)
+    elif path.suffix.lower() == ".npz":
+        frames = _read_npz(path)
+    elif path.suffix.lower() in VIDEO_SUFFIXES:
+        frames = _read_video(path)
+    else:
+        raise DataError(
+            f"{path}: unsupported frame file (expected .npz, a folder of .png files, or a video: "
+            f"{', '.join(VIDEO_SUFFIXES)})"
+        )
+    return _check_frames(frames, path)
+
+
+# ----------------------------------------------------------------------------------------------- detecting
+
+
+def _resize(frames: np.ndarray, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """uint8 HWC frames [B, H, W, 3] -> channels-first [B, 3, height, width] on ``device``: the uint8 frames
+    themselves when the size already matches, else float 0..255 resized (bilinear, antialiased,
+    align_corners=False)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2)
+    if tuple(x.shape[-2:]) == (height, width):
+        return x
+    x = F.interpolate(x.float(), size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return x.clamp_(0.0, 255.0)
+
+
+@overload
+def scale_to_frame(points: np.ndarray, model_size: int, height: int, width: int) -> np.ndarray: ...
+@overload
+def scale_to_frame(points: torch.Tensor, model_size: int, height: int, width: int) -> torch.Tensor: ...
+def scale_to_frame(
+    points: np.ndarray | torch.Tensor, model_size: int, height: int, width: int
+) -> np.ndarray | torch.Tensor:
+    """Pixel (x, y) [..., 2] of a ``model_size`` x ``model_size`` image -> pixel (x, y) of the ``height`` x
+    ``width`` frame it was resized from (with ``align_corners=False``).
+
+    Both use the pixel-corner convention (origin at the top-left corner of the top-left pixel), under which the
+    resize is a pure scaling: x * width / model_size, y * height / model_size."""
+    if isinstance(points, torch.Tensor):
+        scale_t = points.new_tensor([width / model_size, height / model_size])
+        return points * scale_t
+    scale = np.array([width / model_size, height / model_size])
+    return (np.asarray(points, dtype=np.float64) * scale).astype(np.float32)
+
+
+@torch.no_grad()
+def detect(
+    model: IMM, model_size: int, frames: np.ndarray, device: str | torch.device, batch_size: int = 256
+) -> np.ndarray:
+    """float32 [N, K, 2] pixel (x, y) in the input frames' own coordinates.
+
+    ``frames`` are uint8 [N, H, W, 3]; those whose size is not ``model_size`` x ``model_size`` are resized to it
+    (non-square frames are stretched to the square) and the keypoints scaled back (`scale_to_frame`). The model
+    runs in eval mode (its previous mode is restored), in batches of ``batch_size`` frames."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dev = torch.device(device)
+    height, width = int(frames.shape[1]), int(frames.shape[2])
+    was_training = model.training
+    model.eval()
+    out: list[np.ndarray] = []
+    try:
+        for start in range(0, len(frames), batch_size):
+            x = _resize(frames[start : start + batch_size], model_size, model_size, dev)
+            coords = model.keynet(x).coords.float()
+            pixels = to_pixels(coords, model_size, model_size)
+            out.append(scale_to_frame(pixels.cpu().numpy(), model_size, height, width))
+    finally:
+        model.train(was_training)
+    if not out:
+        return np.zeros((0, model.cfg.keypoints, 2), np.float32)
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
+# ------------------------------------------------------------------------------------------------- drawing
+
+
+def draw_keypoints(frames: np.ndarray, keypoints: np.ndarray, size: int) -> np.ndarray:
+    """Frames [N,H,W,3] with keypoints drawn as coloured discs (one colour per keypoint), resized to size x size
+    (for the overlay video).
+
+    ``keypoints`` [N, K, 2] are pixel (x, y) of the input frames (pixel-corner convention); each becomes a filled
+    disc of radius max(2, size / 64) in the keypoint's colour with a one-pixel dark rim. Non-finite keypoints are
+    skipped. Returns uint8 [N, size, size, 3]."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be [N, H, W, 3], got shape {tuple(frames.shape)}")
+    if keypoints.ndim != 3 or keypoints.shape[-1] != 2 or len(keypoints) != len(frames):
+        raise ValueError(f"keypoints must be [{len(frames)}, K, 2], got shape {tuple(keypoints.shape)}")
+    height, width = int(frames.shape[1]), int(frames.shape[2])
+    resized = _resize(frames.astype(np.uint8, copy=False), size, size, torch.device("cpu"))
+    images = resized.float().round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    points = np.asarray(keypoints, dtype=np.float64) * np.array([size / width, size / height])
+    radius = max(2.0, size / 64.0)
+    reach = int(np.ceil(radius + 1.0))
+    for n in range(len(images)):
+        for k, (x, y) in enumerate(points[n]):
+            if not (np.isfinite(x) and np.isfinite(y)):
+                continue
+            col0, col1 = max(0, int(np.floor(x)) - reach), min(size, int(np.floor(x)) + reach + 1)
+            row0, row1 = max(0, int(np.floor(y)) - reach), min(size, int(np.floor(y)) + reach + 1)
+            if col0 >= col1 or row0 >= row1:
+                continue
+            dx = np.arange(col0, col1) + 0.5 - x
+            dy = np.arange(row0, row1) + 0.5 - y
+            dist2 = dy[:, None] ** 2 + dx[None, :] ** 2
+            patch = images[n, row0:row1, col0:col1]
+            patch[dist2 <= (radius + 1.0) ** 2] = 0
+            patch[dist2 <= radius**2] = PALETTE[k % len(PALETTE)]
+    return images
+
+
+class _OverlayFrames(Sequence[np.ndarray]):
+    """The overlay video's frames, drawn one at a time as the writer asks for them (bounded memory)."""
+
+    def __init__(self, frames: np.ndarray, keypoints: np.ndarray, size: int) -> None:
+        self.frames, self.keypoints, self.size = frames, keypoints, size
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[np.ndarray]: ...
+    def __getitem__(self, index: int | slice) -> np.ndarray | Sequence[np.ndarray]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        i = index % len(self)
+        return draw_keypoints(self.frames[i : i + 1], self.keypoints[i : i + 1], self.size)[0]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+# ------------------------------------------------------------------------------------------------- command
+
+
+def _check_output(path: Path, suffixes: tuple[str, ...], option: str, overwrite: bool) -> None:
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(f"{option} {path} must end with {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder")
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} exists; pass --overwrite to replace it")
+
+
+def keypoints_command(
+    checkpoint: Path,
+    frames: Path,
+    out: Path,
+    video: Path | None = None,
+    device: str = "cpu",
+    overwrite: bool = False,
+    video_size: int = 256,
+) -> dict[str, Any]:
+    """What `kprl keypoints` does; returns a JSON-able summary (n frames, K, out, video).
+
+    Loads the IMM model from ``checkpoint`` (a run dir, checkpoint dir or state.pt), reads ``frames``
+    (`read_frames`), detects keypoints (`detect`) and writes ``out`` (.npz, atomically) holding ``keypoints``
+    float32 [N, K, 2] (pixel x, y of the input frames), ``image_size`` [H, W], ``model_image_size`` and
+    ``checkpoint_step``; with ``video``, also an mp4 of the frames (``video_size`` px square) with the keypoints
+    drawn. Existing outputs are refused unless ``overwrite`` (checked before any work)."""
+    from kprl.imm_train import load_imm
+    from kprl.train import resolve_device
+    from kprl.video import write_video
+
+    checkpoint, frames, out = Path(checkpoint), Path(frames), Path(out)
+    video = Path(video) if video is not None else None
+    _check_output(out, (".npz",), "--out", overwrite)
+    if video is not None:
+        _check_output(video, (".mp4",), "--video", overwrite)
+        if video_size < MIN_FRAME_SIZE:
+            raise ConfigError(f"--video-size must be >= {MIN_FRAME_SIZE}, got {video_size}")
+    if frames.exists() and out.exists() and out.resolve() == frames.resolve():
+        raise ConfigError(f"--out {out} is the frame file itself; choose another name")
+
+    dev = resolve_device(device)
+    loaded = load_imm(checkpoint, dev)
+    images = read_frames(frames)
+    keypoints = detect(loaded.model, loaded.image_size, images, dev)
+
+    height, width = int(images.shape[1]), int(images.shape[2])
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        keypoints=keypoints.astype(np.float32, copy=False),
+        image_size=np.array([height, width], dtype=np.int64),
+        model_image_size=np.array(loaded.image_size, dtype=np.int64),
+        checkpoint_step=np.array(loaded.step, dtype=np.int64),
+    )
+    atomic_write_bytes(out, buffer.getvalue())
+    if video is not None:
+        write_video(video, _OverlayFrames(images, keypoints, video_size), fps=OVERLAY_FPS)
+    return {
+        "frames": int(len(images)),
+        "keypoints": int(keypoints.shape[1]),
+        "image_size": [height, width],
+        "model_image_size": loaded.image_size,
+        "checkpoint": str(loaded.checkpoint),
+        "checkpoint_step": loaded.step,
+        "out": str(out),
+        "video": str(video) if video is not None else None,
+    }
