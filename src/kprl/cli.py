@@ -21,7 +21,8 @@ import tyro
 
 from kprl.errors import KprlError
 
-SUBCOMMANDS = ("train", "eval", "plot", "collect", "doctor")
+SUBCOMMANDS = ("train", "eval", "plot", "collect", "imm", "keypoints", "doctor")
+IMM_SUBCOMMANDS = ("train", "figure", "eval")
 T = TypeVar("T")
 TYRO_CONFIG = (tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff)
 
@@ -82,6 +83,54 @@ class CollectArgs:
     """Episode length in simulated seconds; None keeps the task's (10 s). For quick tests."""
     device: str = "cpu"
     """Torch device of a trained policy."""
+
+
+@dataclass
+class ImmFigureArgs:
+    """Draw the IMM figures (example, score maps, Gaussian maps, loss curve) of a `kprl imm train` run."""
+
+    run_dir: Path
+    """Run directory of `kprl imm train` (its newest checkpoint is drawn)."""
+    data: Path | None = None
+    """Dataset to draw validation frames from (default: the run's own)."""
+    device: str = "cpu"
+    """Torch device."""
+
+
+@dataclass
+class ImmEvalArgs:
+    """Landmark regression error (pixels) and reconstruction MSE of a `kprl imm train` run, on held-out episodes."""
+
+    run_dir: Path
+    """Run directory of `kprl imm train`."""
+    data: Path | None = None
+    """Dataset to evaluate on (default: the run's own, with its train/validation split)."""
+    ridge: float = 1e-3
+    """L2 penalty of the regressor, relative to the number of training frames."""
+    pairs: int = 512
+    """Held-out frame pairs for the reconstruction MSE."""
+    device: str = "cpu"
+    """Torch device."""
+
+
+@dataclass
+class KeypointsArgs:
+    """Detect keypoints in frames with a trained IMM model; write them as npz (and optionally an overlay video)."""
+
+    checkpoint: Path
+    """Run directory of `kprl imm train`, one of its checkpoint directories, or a state.pt."""
+    frames: Path
+    """An .npz with `frames` uint8 [N, H, W, 3], a folder of PNGs, or a video."""
+    out: Path
+    """Output .npz: `keypoints` float32 [N, K, 2], (x, y) pixels of the input frames, x right, y down."""
+    video: Path | None = None
+    """Also write the frames with their keypoints drawn as an mp4 here."""
+    video_size: int = 256
+    """Side in pixels of the overlay video."""
+    overwrite: bool = False
+    """Replace existing --out / --video files."""
+    device: str = "cpu"
+    """Torch device."""
 
 
 @dataclass
@@ -194,6 +243,56 @@ def cmd_collect(args: list[str]) -> int:
     return 0
 
 
+def cmd_imm(args: list[str]) -> int:
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: kprl imm {train,figure,eval} [--help] [options]\n")
+        print("  train    train (or resume) IMM keypoints on a frame dataset (kprl collect)")
+        print("  figure   draw a run's IMM example, score maps, Gaussian maps and loss curve")
+        print("  eval     landmark regression error and reconstruction MSE on held-out episodes")
+        return 0 if args else 2
+    sub, rest = args[0], args[1:]
+    if sub == "train":
+        from kprl import config as C
+        from kprl.imm_train import train_imm
+
+        config_file, rest = _split_config_flag(rest)
+        default = C.load_json(C.IMMTrainConfig, config_file) if config_file is not None else C.IMMTrainConfig()
+        cfg = parse(C.IMMTrainConfig, rest, "kprl imm train", default=default)
+        print(json.dumps(train_imm(cfg)))
+        return 0
+    if sub == "figure":
+        from kprl.viz.imm import figures_from_run
+
+        fa = parse(ImmFigureArgs, rest, "kprl imm figure")
+        for path in figures_from_run(fa.run_dir, fa.data, fa.device):
+            print(path)
+        return 0
+    if sub == "eval":
+        from kprl.imm_eval import evaluate_imm
+
+        ia = parse(ImmEvalArgs, rest, "kprl imm eval")
+        print(json.dumps(evaluate_imm(ia.run_dir, ia.data, ia.device, ia.ridge, ia.pairs)))
+        return 0
+    raise KprlError(f"unknown command 'imm {sub}' (choose from {', '.join(IMM_SUBCOMMANDS)})")
+
+
+def cmd_keypoints(args: list[str]) -> int:
+    from kprl.detect import keypoints_command
+
+    ka = parse(KeypointsArgs, args, "kprl keypoints")
+    summary = keypoints_command(
+        checkpoint=ka.checkpoint,
+        frames=ka.frames,
+        out=ka.out,
+        video=ka.video,
+        device=ka.device,
+        overwrite=ka.overwrite,
+        video_size=ka.video_size,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
 def cmd_doctor(args: list[str]) -> int:
     from kprl.doctor import doctor
 
@@ -208,11 +307,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kprl`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: kprl {train,eval,plot,collect,doctor} [--help] [options]\n")
+        print("usage: kprl {train,eval,plot,collect,imm,keypoints,doctor} [--help] [options]\n")
         print("  train    train (or resume) an agent on a dm_control task from pixels")
         print("  eval     re-evaluate a saved agent, optionally writing a video")
         print("  plot     draw a run's learning curve (curves.png)")
         print("  collect  render a frame dataset (frames, actions, landmarks) for keypoint learning")
+        print("  imm      IMM keypoints: train on a dataset, draw figures, evaluate against landmarks")
+        print("  keypoints  detect keypoints in frames (npz, PNG folder or video) with a trained IMM model")
         print("  doctor   render one frame and report GL backend, torch and CUDA")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
@@ -225,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "eval": cmd_eval,
             "plot": cmd_plot,
             "collect": cmd_collect,
+            "imm": cmd_imm,
+            "keypoints": cmd_keypoints,
             "doctor": cmd_doctor,
         }
         return commands[command](rest)

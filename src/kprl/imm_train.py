@@ -11,6 +11,7 @@ continues from the newest checkpoint, and CSV rows written after it are dropped.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -126,7 +127,7 @@ class IMMTrainer:
         self.run_dir = prepare_run_dir(cfg)
         atomic_write_text(
             self.run_dir / "split.json",
-            '{"train": %s, "val": %s}\n' % (self.split.train.tolist(), self.split.val.tolist()),
+            json.dumps({"train": self.split.train.tolist(), "val": self.split.val.tolist()}) + "\n",
         )
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
@@ -234,7 +235,7 @@ class IMMTrainer:
         cfg = self.cfg
         self._t0 = time.perf_counter()
         speed = Throughput(self.step)
-        losses: list[float] = []
+        losses: list[torch.Tensor] = []
         last_eval: dict[str, Any] = {}
         self.model.train()
         if self.step == 0:
@@ -247,21 +248,23 @@ class IMMTrainer:
             loss.backward()
             self.optimizer.step()
             self.step += 1
-            losses.append(float(loss))
-            if not math.isfinite(losses[-1]):
-                raise TrainingError(f"IMM loss became {losses[-1]} at step {self.step}; try a lower --lr")
+            losses.append(loss.detach())
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                # One host sync per log line, not per update (it would stall a GPU).
+                mean_loss = float(torch.stack(losses).float().mean())
+                if not math.isfinite(mean_loss):
+                    raise TrainingError(f"IMM loss became {mean_loss} by step {self.step}; try a lower --lr")
                 rate = speed.update(self.step)
                 self.logger.log_train(
                     {
                         "step": self.step,
-                        "loss": float(np.mean(losses)),
+                        "loss": mean_loss,
                         "pairs_per_second": round(rate * cfg.batch_size, 2),
                         "wall_hours": round((self.wall_seconds + self._elapsed()) / 3600, 5),
                     }
                 )
                 self.logger.print(
-                    f"step {self.step}/{cfg.steps}  loss {np.mean(losses):.5f}  {rate:.2f} updates/s"
+                    f"step {self.step}/{cfg.steps}  loss {mean_loss:.5f}  {rate:.2f} updates/s"
                     f"  eta {speed.eta(self.step, cfg.steps, rate)}"
                 )
                 losses = []
@@ -270,6 +273,8 @@ class IMMTrainer:
                 errors = {k: round(v, 2) for k, v in last_eval.items() if k.startswith("error/")}
                 self.logger.print(f"eval step {self.step}  val_loss {last_eval['val_loss']:.5f}  {errors}")
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                if losses and not bool(torch.isfinite(torch.stack(losses)).all()):
+                    raise TrainingError(f"IMM loss became non-finite before step {self.step}; try a lower --lr")
                 self.save()
         self.logger.close()
         figures = self.write_figures()
