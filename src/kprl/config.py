@@ -132,6 +132,9 @@ class IMMConfig:
     """Channels of the encoders and the renderer."""
     norm: NormName = "none"
     """Normalisation after each conv of the encoders and renderer: none, batch (IMM's choice) or instance."""
+    source_skip: bool = False
+    """Also give the renderer the source frame at full resolution (a skip connection; not in IMM): the static
+    background is then copied rather than re-drawn from 35 x 35 maps, so the loss concentrates on what moved."""
     lr: float = 1e-3
     """Adam learning rate (the poster: 1e-3; its follow-up found 2e-4 better)."""
 

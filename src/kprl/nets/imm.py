@@ -101,14 +101,29 @@ class GenNet(nn.Module):
         f = cfg.num_filters
         self.trunk = ConvTrunk(in_channels, image_size, cfg.num_conv_layers, f, cfg.norm)
         side = self.trunk.out_shape[1]
-        self.mix = nn.ModuleList([nn.Conv2d(f + cfg.keypoints, f, 3, padding=1), nn.Conv2d(f, f, 3, padding=1)])
+        self.mix = nn.ModuleList(
+            [nn.Conv2d(f + cfg.keypoints, f, 3, padding=1), nn.Conv2d(f, f, 3, padding=1)]
+        )
         self.mix_norms = nn.ModuleList([norm_layer(cfg.norm, f) for _ in self.mix])
-        self.deconvs = nn.ModuleList([nn.ConvTranspose2d(f, f, 3, stride=1) for _ in range(cfg.num_conv_layers - 1)])
+        self.deconvs = nn.ModuleList(
+            [nn.ConvTranspose2d(f, f, 3, stride=1) for _ in range(cfg.num_conv_layers - 1)]
+        )
         side += 2 * (cfg.num_conv_layers - 1)
         output_padding = image_size - ((side - 1) * 2 + 3)
         if output_padding not in (0, 1):
             raise ValueError(f"GenNet cannot produce {image_size} px from {side} px maps")
-        self.out = nn.ConvTranspose2d(f, in_channels, 3, stride=2, output_padding=output_padding)
+        self.source_skip = cfg.source_skip
+        if cfg.source_skip:
+            half = max(f // 2, 1)
+            self.out = nn.ConvTranspose2d(f, half, 3, stride=2, output_padding=output_padding)
+            self.skip = nn.ModuleList(
+                [
+                    nn.Conv2d(half + in_channels, half, 3, padding=1),
+                    nn.Conv2d(half, in_channels, 3, padding=1),
+                ]
+            )
+        else:
+            self.out = nn.ConvTranspose2d(f, in_channels, 3, stride=2, output_padding=output_padding)
         self.apply(weight_init)
 
     def forward(self, source: torch.Tensor, gauss_maps: torch.Tensor) -> torch.Tensor:
@@ -118,7 +133,11 @@ class GenNet(nn.Module):
             x = torch.relu(norm(conv(x)))
         for deconv in self.deconvs:
             x = torch.relu(deconv(x))
-        return self.out(x)
+        if not self.source_skip:
+            return self.out(x)
+        x = torch.relu(self.out(x))
+        x = torch.relu(self.skip[0](torch.cat([x, (source.float() / 255.0 - 0.5).to(x.dtype)], dim=1)))
+        return self.skip[1](x)
 
 
 class IMM(nn.Module):
