@@ -132,6 +132,10 @@ class IMMConfig:
     """Channels of the encoders and the renderer."""
     norm: NormName = "none"
     """Normalisation after each conv of the encoders and renderer: none, batch (IMM's choice) or instance."""
+    mix_layers: int = 2
+    """3x3 convs that mix source features and Gaussian maps at map resolution, with dilations 1, 2, 4, ...: the
+    renderer must see from a keypoint to every pixel it explains (a pole spans ~12 cells of a 35 x 35 map; two
+    undilated layers see 5). IMM's 16 x 16 maps need no dilation."""
     source_skip: bool = False
     """Also give the renderer the source frame at full resolution (a skip connection; not in IMM): the static
     background is then copied rather than re-drawn from 35 x 35 maps, so the loss concentrates on what moved."""
@@ -334,6 +338,7 @@ def validate_imm_model(model: IMMConfig, image_size: int) -> None:
     _check(math.isfinite(model.sigma) and model.sigma > 0, f"--sigma must be > 0, got {model.sigma}")
     _check(model.num_conv_layers >= 1, f"--num-conv-layers must be >= 1, got {model.num_conv_layers}")
     _check(model.num_filters >= 1, f"--num-filters must be >= 1, got {model.num_filters}")
+    _check(model.mix_layers >= 1, f"--mix-layers must be >= 1, got {model.mix_layers}")
     _check(math.isfinite(model.lr) and model.lr > 0, f"--lr must be > 0, got {model.lr}")
     _check(
         image_size >= 2 * model.num_conv_layers + 8,

@@ -270,7 +270,7 @@ class IMMTrainer:
                 losses = []
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                 last_eval = self._evaluate()
-                errors = {k: round(v, 2) for k, v in last_eval.items() if k.startswith("error/")}
+                errors = {k: round(v, 2) for k, v in last_eval.items() if k.startswith("error")}
                 self.logger.print(f"eval step {self.step}  val_loss {last_eval['val_loss']:.5f}  {errors}")
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 if losses and not bool(torch.isfinite(torch.stack(losses)).all()):

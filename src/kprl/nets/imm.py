@@ -102,7 +102,10 @@ class GenNet(nn.Module):
         self.trunk = ConvTrunk(in_channels, image_size, cfg.num_conv_layers, f, cfg.norm)
         side = self.trunk.out_shape[1]
         self.mix = nn.ModuleList(
-            [nn.Conv2d(f + cfg.keypoints, f, 3, padding=1), nn.Conv2d(f, f, 3, padding=1)]
+            [
+                nn.Conv2d(f + cfg.keypoints if i == 0 else f, f, 3, padding=2**i, dilation=2**i)
+                for i in range(cfg.mix_layers)
+            ]
         )
         self.mix_norms = nn.ModuleList([norm_layer(cfg.norm, f) for _ in self.mix])
         self.deconvs = nn.ModuleList(
