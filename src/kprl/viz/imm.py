@@ -134,8 +134,14 @@ def _run_model(
         sampler = PairSampler(data.episode, np.asarray(split.val), max_offset=MAX_OFFSET)
     except ValueError as exc:
         raise DataError(f"validation episodes {np.asarray(split.val).tolist()}: {exc}") from exc
-    source_idx, target_idx = sampler.sample(examples, np.random.default_rng(seed))
     size = model.image_size
+    # Prefer pairs whose target shows every landmark (a cartpole frame with the cart out of view says little).
+    source_idx, target_idx = sampler.sample(16 * examples, np.random.default_rng(seed))
+    shift = (data.frames.shape[1] - size) // 2
+    target_landmarks = np.asarray(data.landmarks)[target_idx] - shift
+    in_view = ((target_landmarks >= 0) & (target_landmarks < size)).all(axis=(1, 2))
+    order = np.argsort(~in_view, kind="stable")[:examples]
+    source_idx, target_idx = source_idx[order], target_idx[order]
     windows = crop_windows(data.frames.shape[1], data.frames.shape[2], size, examples, rng=None)
     source = crop_frames(data.frames, source_idx, windows, size)
     target = crop_frames(data.frames, target_idx, windows, size)
@@ -317,8 +323,8 @@ def write_imm_figures(
 ) -> list[Path]:
     """Write RUN_DIR/figures/{imm_example.png, score_maps.png, gaussian_maps.png, loss_curve.png}; return the paths.
 
-    The examples are ``examples`` pairs of validation frames (seeded by ``seed``), centre-cropped to the model's
-    input size. ``loss_curve.png`` is skipped when RUN_DIR/train.csv is missing or empty."""
+    The examples are ``examples`` pairs of validation frames (seeded by ``seed``; pairs whose target shows every
+    landmark come first), centre-cropped to the model's input size. ``loss_curve.png`` is skipped when RUN_DIR/train.csv is missing or empty."""
     if examples < 1:
         raise ValueError(f"examples must be >= 1, got {examples}")
     run_dir = Path(run_dir)
