@@ -88,7 +88,7 @@ def test_actor_loss_never_reaches_the_encoder_or_critic(agent: SACAgent) -> None
 def test_reconstruction_update_moves_encoder_and_decoder_only(agent: SACAgent) -> None:
     critic_before = snapshot(agent.critic)
     actor_heads_before = snapshot(agent.actor.trunk)
-    agent._update_objectives(random_batch().obs, [0])
+    agent._update_objectives(random_batch().obs, None, [0])
     moved = changed(critic_before, agent.critic)
     assert moved and all(k.startswith("encoder.") for k in moved), moved
     assert not changed(actor_heads_before, agent.actor.trunk)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from kprl.errors import ConfigError
 
-AgentName = Literal["sac_ae"]
+AgentName = Literal["sac_ae", "sac_ae_imm", "sac_imm"]
 AugmentationName = Literal["none", "crop", "shift"]
 Precision = Literal["fp32", "bf16"]
 NormName = Literal["none", "batch", "instance"]
@@ -185,11 +185,33 @@ class IMMTrainConfig:
 
 
 @dataclass
+class KeypointAgentConfig:
+    """The IMM part of the keypoint agents (sac_ae_imm, sac_imm; the poster): a KeypointHead on the shared
+    encoder's maps gives K keypoints (2K features); a GenNet renders the target observation, ``imm_target_offset``
+    steps later in the episode, from the observation and the target's keypoints (Jakab et al. 2018)."""
+
+    keypoints: int = 3
+    """Number of keypoints K (the poster: 3)."""
+    sigma: float = 0.1
+    """Standard deviation of the Gaussian maps in normalised [-1, 1] coordinates."""
+    imm_lr: float = 1e-3
+    """Adam learning rate of the GenNet and the keypoint head under the IMM loss (the poster: 1e-3; its
+    follow-up found 2e-4 better). The shared conv layers use --encoder-lr."""
+    imm_update_every: int = 1
+    """IMM update every this many agent updates."""
+    imm_target_offset: int = 1
+    """The IMM target is the observation this many agent steps later in the same episode (1 = next_obs)."""
+    imm_mix_layers: int = 2
+    """Dilated 3x3 convs mixing source features and Gaussian maps in the GenNet (see kprl imm train)."""
+
+
+@dataclass
 class TrainConfig:
     """One training run: an agent on a task, from pixels."""
 
     agent: AgentName = "sac_ae"
-    """Agent: sac_ae (SAC+AE, Yarats et al. 2019). The keypoint agents join this list."""
+    """Agent: sac_ae (SAC+AE, Yarats et al. 2019); sac_ae_imm (the poster: SAC+AE whose features are the latent
+    and IMM keypoints found on the shared encoder's maps); sac_imm (the poster: keypoints only, no decoder)."""
     run_dir: Path = Path("runs/default")
     """Directory for config, logs, checkpoints and videos. Rerunning with the same directory resumes."""
     seed: int = 1
@@ -230,6 +252,7 @@ class TrainConfig:
     sac: SACConfig = field(default_factory=SACConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     ae: AEConfig = field(default_factory=AEConfig)
+    keypoint: KeypointAgentConfig = field(default_factory=KeypointAgentConfig)
 
 
 # Options that may differ between the stored config of a run and the command that resumes it: they change how
@@ -285,6 +308,10 @@ def validate(cfg: TrainConfig) -> None:
         "encoder.num_filters": cfg.encoder.num_filters,
         "encoder.latent_dim": cfg.encoder.latent_dim,
         "ae.decoder_update_every": cfg.ae.decoder_update_every,
+        "keypoint.keypoints": cfg.keypoint.keypoints,
+        "keypoint.imm_update_every": cfg.keypoint.imm_update_every,
+        "keypoint.imm_target_offset": cfg.keypoint.imm_target_offset,
+        "keypoint.imm_mix_layers": cfg.keypoint.imm_mix_layers,
     }
     for name, value in pos_int.items():
         _check(value >= 1, f"{flag(name)} must be >= 1, got {value}")
@@ -305,6 +332,8 @@ def validate(cfg: TrainConfig) -> None:
         "sac.init_temperature": cfg.sac.init_temperature,
         "ae.encoder_lr": cfg.ae.encoder_lr,
         "ae.decoder_lr": cfg.ae.decoder_lr,
+        "keypoint.sigma": cfg.keypoint.sigma,
+        "keypoint.imm_lr": cfg.keypoint.imm_lr,
     }
     for name, value in positive.items():
         _check(math.isfinite(value) and value > 0, f"{flag(name)} must be > 0, got {value}")

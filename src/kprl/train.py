@@ -310,7 +310,9 @@ class Workspace:
                     # pytorch_sac_ae does init_steps updates at once when the seed phase ends, all scheduled as
                     # the same step (so each also updates actor and targets).
                     for _ in range(max(1, seed_agent_steps) if burst else 1):
-                        batch = self.replay.sample(cfg.batch_size, self.np_rng, device=self.device)
+                        batch = self.replay.sample(
+                            cfg.batch_size, self.np_rng, target_offset=self.agent.target_offset, device=self.device
+                        )
                         metrics = self.agent.update(batch, seed_agent_steps if burst else s.updates, self.aug_gen)
                         s.updates += 1
                         for key, value in metrics.items():

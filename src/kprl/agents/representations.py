@@ -5,7 +5,7 @@ An agent is SAC plus a list of representations (DESIGN.md). Each representation 
 * a **head**: conv maps -> feature vector part, read by actor and critic (the actor gets its own copy of the head
   on detached conv maps, the critic trains the original through the TD loss);
 * optionally an **objective**: an auxiliary loss on the critic's encoding of the observation, trained by its own
-  optimizer together with the encoder (SAC+AE's reconstruction; IMM's generation later).
+  optimizer together with the encoder (SAC+AE's reconstruction; IMM's generation of a later observation).
 
 New agents add a representation here, not a new code path in the SAC core.
 """
@@ -13,12 +13,14 @@ New agents add a representation here, not a new code path in the SAC core.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from kprl.config import TrainConfig
+from kprl.config import IMMConfig, TrainConfig
 from kprl.nets.encoder import Encoded, LatentHead, PixelDecoder
+from kprl.nets.imm import GenNet, KeypointHead
 
 
 def dequantized_target(obs: torch.Tensor, bits: int = 5) -> torch.Tensor:
@@ -30,6 +32,16 @@ def dequantized_target(obs: torch.Tensor, bits: int = 5) -> torch.Tensor:
     return x + torch.rand_like(x) / bins
 
 
+class AuxInputs(NamedTuple):
+    """What an auxiliary objective may read: the (augmented) observation, a later observation of the same
+    episode cropped with the same window (the IMM target), and the critic encoder's encodings of both."""
+
+    obs: torch.Tensor
+    encoded: Encoded
+    target_obs: torch.Tensor | None = None
+    target_encoded: Encoded | None = None
+
+
 class AuxiliaryObjective(nn.Module):
     """An auxiliary loss on the critic encoder's output. Its own parameters (a decoder, a generator) are trained
     only by this loss; the encoder's by this loss and the critic's TD loss."""
@@ -38,8 +50,10 @@ class AuxiliaryObjective(nn.Module):
     update_every: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.0
+    target_offset: int | None = None
+    """Steps to the target observation this objective needs (None: it needs none)."""
 
-    def loss(self, encoded: Encoded, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, inputs: AuxInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the scalar loss and named scalar tensors for logging (keys without namespace)."""
         raise NotImplementedError
 
@@ -57,10 +71,10 @@ class ReconstructionObjective(AuxiliaryObjective):
         self.bits = bits
         self.latent_lambda = latent_lambda
 
-    def loss(self, encoded: Encoded, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        latent = encoded.parts[self.head_index]
+    def loss(self, inputs: AuxInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        latent = inputs.encoded.parts[self.head_index]
         reconstruction = self.decoder(latent).float()
-        target = dequantized_target(obs, self.bits)
+        target = dequantized_target(inputs.obs, self.bits)
         reconstruction_loss = torch.mean((reconstruction - target) ** 2)
         # L2 penalty on the latent keeps the code small so the decoder cannot exploit its scale (RAE).
         latent_loss = (0.5 * latent.float().pow(2).sum(dim=1)).mean()
@@ -68,27 +82,89 @@ class ReconstructionObjective(AuxiliaryObjective):
         return loss, {"reconstruction_loss": reconstruction_loss.detach(), "latent_loss": latent_loss.detach()}
 
 
+class IMMObjective(AuxiliaryObjective):
+    """IMM inside the agent (the poster's SAC+AE+IMM / SAC+IMM): the keypoint head finds K keypoints on the
+    encoder's maps of the *target* observation; the GenNet renders the target stack from the source observation
+    and the keypoints' Gaussian maps; the loss is the pixel MSE (frames in [-0.5, 0.5]). Gradients train the
+    GenNet, the keypoint head and the shared conv layers (Jakab et al. 2018 with the poster's encoder sharing)."""
+
+    name = "imm"
+
+    def __init__(self, head: KeypointHead, head_index: int, gennet: GenNet, target_offset: int) -> None:
+        super().__init__()
+        self.gennet = gennet
+        self.head_index = head_index
+        self.target_offset = target_offset
+        # Not a submodule: the head belongs to the encoder (its parameters are the encoder optimiser's).
+        self._head = [head]
+
+    def loss(self, inputs: AuxInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if inputs.target_obs is None or inputs.target_encoded is None:
+            raise ValueError("the IMM objective needs the target observation and its encoding")
+        keypoints = self._head[0].keypoints(inputs.target_encoded.maps)
+        generated = self.gennet(inputs.obs, keypoints.gauss_maps).float()
+        truth = inputs.target_obs.float() / 255.0 - 0.5
+        imm_loss = (generated - truth).square().mean()
+        return imm_loss, {"imm_loss": imm_loss.detach()}
+
+
 @dataclass
 class Representation:
-    """A head on the conv maps and, optionally, the auxiliary objective that trains it."""
+    """A head on the conv maps and, optionally, the auxiliary objective that trains it.
+
+    ``share_with_actor``: the actor reads this very head (on its detached conv maps) instead of a copy of its own;
+    keypoints are meant to be the same points for critic, actor and the IMM loss."""
 
     name: str
     head: nn.Module
     objective: AuxiliaryObjective | None = None
+    share_with_actor: bool = False
+    head_lr: float | None = None
+    """Learning rate of the head's parameters in the encoder optimiser (None: the encoder's)."""
 
 
 def build_representations(
     cfg: TrainConfig, maps_shape: tuple[int, int, int], obs_channels: int, image_size: int
 ) -> list[Representation]:
-    """The representations of ``cfg.agent`` (DESIGN.md's agent table)."""
-    if cfg.agent == "sac_ae":
-        head = LatentHead(maps_shape, cfg.encoder.latent_dim)
-        decoder = PixelDecoder(
-            cfg.encoder.latent_dim, maps_shape, obs_channels, image_size, cfg.encoder.num_conv_layers
-        )
-        objective = ReconstructionObjective(decoder, 0, cfg.ae.reconstruction_bits, cfg.ae.decoder_latent_lambda)
-        objective.update_every = cfg.ae.decoder_update_every
-        objective.lr = cfg.ae.decoder_lr
-        objective.weight_decay = cfg.ae.decoder_weight_decay
-        return [Representation("ae", head, objective)]
-    raise ValueError(f"unknown agent {cfg.agent!r}")
+    """The representations of ``cfg.agent`` (DESIGN.md's agent table): sac_ae = [AE], sac_ae_imm = [AE, IMM],
+    sac_imm = [IMM]. The feature vector is the heads' outputs concatenated in this order."""
+    if cfg.agent not in ("sac_ae", "sac_ae_imm", "sac_imm"):
+        raise ValueError(f"unknown agent {cfg.agent!r}")
+    representations: list[Representation] = []
+    if cfg.agent in ("sac_ae", "sac_ae_imm"):
+        representations.append(_autoencoder(cfg, maps_shape, obs_channels, image_size, len(representations)))
+    if cfg.agent in ("sac_ae_imm", "sac_imm"):
+        representations.append(_imm(cfg, maps_shape, obs_channels, image_size, len(representations)))
+    return representations
+
+
+def _autoencoder(
+    cfg: TrainConfig, maps_shape: tuple[int, int, int], obs_channels: int, image_size: int, index: int
+) -> Representation:
+    """SAC+AE's latent head and reconstruction objective."""
+    head = LatentHead(maps_shape, cfg.encoder.latent_dim)
+    decoder = PixelDecoder(cfg.encoder.latent_dim, maps_shape, obs_channels, image_size, cfg.encoder.num_conv_layers)
+    objective = ReconstructionObjective(decoder, index, cfg.ae.reconstruction_bits, cfg.ae.decoder_latent_lambda)
+    objective.update_every = cfg.ae.decoder_update_every
+    objective.lr = cfg.ae.decoder_lr
+    objective.weight_decay = cfg.ae.decoder_weight_decay
+    return Representation("ae", head, objective)
+
+
+def _imm(
+    cfg: TrainConfig, maps_shape: tuple[int, int, int], obs_channels: int, image_size: int, index: int
+) -> Representation:
+    """The poster's IMM: a keypoint head on the shared maps, and a GenNet whose own trunk has the encoder's shape."""
+    kp = cfg.keypoint
+    head = KeypointHead(maps_shape[0], kp.keypoints, kp.sigma)
+    gen_cfg = IMMConfig(
+        keypoints=kp.keypoints,
+        sigma=kp.sigma,
+        num_conv_layers=cfg.encoder.num_conv_layers,
+        num_filters=cfg.encoder.num_filters,
+        mix_layers=kp.imm_mix_layers,
+    )
+    objective = IMMObjective(head, index, GenNet(obs_channels, image_size, gen_cfg), kp.imm_target_offset)
+    objective.update_every = kp.imm_update_every
+    objective.lr = kp.imm_lr
+    return Representation("imm", head, objective, share_with_actor=True, head_lr=kp.imm_lr)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kprl.agents.representations import AuxiliaryObjective, Representation
+from kprl.agents.representations import AuxiliaryObjective, AuxInputs, Representation
 from kprl.augment import Augmentation
 from kprl.config import EncoderConfig, SACConfig
 from kprl.nets.encoder import ConvTrunk, Encoder, weight_init
@@ -131,32 +131,47 @@ class SACAgent:
         trunk = ConvTrunk(channels, side, encoder_cfg.num_conv_layers, encoder_cfg.num_filters)
         critic_encoder = Encoder(trunk, [r.head for r in representations])
         self.critic = Critic(critic_encoder, action_dim, sac.hidden_dim).to(self.device)
+        shared = frozenset(i for i, r in enumerate(representations) if r.share_with_actor)
         self.actor = Actor(
-            critic_encoder.tied_copy(), action_dim, sac.hidden_dim, sac.actor_log_std_min, sac.actor_log_std_max
+            critic_encoder.tied_copy(shared), action_dim, sac.hidden_dim, sac.actor_log_std_min, sac.actor_log_std_max
         ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic)
         self.critic_target.requires_grad_(False)
         self.objectives: list[AuxiliaryObjective] = [
             r.objective.to(self.device) for r in representations if r.objective is not None
         ]
+        offsets = {o.target_offset for o in self.objectives if o.target_offset is not None}
+        if len(offsets) > 1:
+            raise ValueError(f"objectives need different target offsets {sorted(offsets)}")
+        self.target_offset: int | None = offsets.pop() if offsets else None
+        """Steps to the target observation the objectives need; the training loop samples batches with it."""
         self.log_alpha = torch.tensor(math.log(sac.init_temperature), device=self.device, requires_grad=True)
         self.target_entropy = -float(action_dim) if sac.target_entropy is None else sac.target_entropy
 
-        trunk_ids = {id(p) for p in self.critic.encoder.trunk.parameters()}
-        # The actor never updates the shared conv layers (its conv maps are detached), so its optimiser holds
-        # only its own heads and MLP.
-        actor_params = [p for p in self.actor.parameters() if id(p) not in trunk_ids]
+        critic_encoder_ids = {id(p) for p in self.critic.encoder.parameters()}
+        # The actor never updates the shared conv layers (its conv maps are detached) nor the heads it shares
+        # with the critic, so its optimiser holds only its own heads and MLP.
+        actor_params = [p for p in self.actor.parameters() if id(p) not in critic_encoder_ids]
         self.actor_opt = torch.optim.Adam(actor_params, lr=sac.actor_lr, betas=(sac.actor_beta, 0.999))
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=sac.critic_lr, betas=(sac.critic_beta, 0.999))
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=sac.alpha_lr, betas=(sac.alpha_beta, 0.999))
         # As pytorch_sac_ae: the auxiliary losses update the critic's encoder with an optimiser of their own.
-        self.encoder_opt = (
-            torch.optim.Adam(self.critic.encoder.parameters(), lr=encoder_lr) if self.objectives else None
-        )
+        self.encoder_opt = self._encoder_optimizer(representations, encoder_lr) if self.objectives else None
         self.objective_opts = [
             torch.optim.Adam(o.parameters(), lr=o.lr, weight_decay=o.weight_decay) for o in self.objectives
         ]
         self.train(True)
+
+    def _encoder_optimizer(self, representations: list[Representation], encoder_lr: float) -> torch.optim.Adam:
+        """Adam over the critic's encoder for the auxiliary losses: the conv trunk and heads at ``encoder_lr``,
+        except heads with a learning rate of their own (the IMM keypoint head at --imm-lr)."""
+        encoder = self.critic.encoder
+        own = [(list(encoder.heads[i].parameters()), r.head_lr) for i, r in enumerate(representations)
+               if r.head_lr is not None]  # fmt: skip
+        own_ids = {id(p) for params, _ in own for p in params}
+        groups: list[dict[str, Any]] = [{"params": [p for p in encoder.parameters() if id(p) not in own_ids]}]
+        groups += [{"params": params, "lr": lr} for params, lr in own if params]
+        return torch.optim.Adam(groups, lr=encoder_lr)
 
     # ----------------------------------------------------------------------------------------------- helpers
     @property
@@ -217,7 +232,16 @@ class SACAgent:
         """One SAC+representation update on a batch; ``step`` (agent updates so far) schedules the slower parts.
 
         Returns namespaced scalars (``train/critic_loss``, ...)."""
-        obs = self.augmentation.train(batch.obs, generator)
+        target_obs = None
+        if self.target_offset is not None:
+            if batch.target_obs is None:
+                raise ValueError(f"this agent needs batches sampled with target_offset={self.target_offset}")
+            # One crop window for an observation and its IMM target, so the generator can copy the static scene.
+            channels = batch.obs.shape[1]
+            joint = self.augmentation.train(torch.cat([batch.obs, batch.target_obs], dim=1), generator)
+            obs, target_obs = joint[:, :channels], joint[:, channels:]
+        else:
+            obs = self.augmentation.train(batch.obs, generator)
         next_obs = self.augmentation.train(batch.next_obs, generator)
         metrics: dict[str, torch.Tensor] = {}
         metrics.update(self._update_critic(obs, batch.action, batch.reward, next_obs, batch.discount))
@@ -229,7 +253,7 @@ class SACAgent:
             soft_update(self.critic.encoder, self.critic_target.encoder, self.encoder_cfg.encoder_tau)
         due = [i for i, o in enumerate(self.objectives) if step % o.update_every == 0]
         if due:
-            metrics.update(self._update_objectives(obs, due))
+            metrics.update(self._update_objectives(obs, target_obs, due))
         return {f"train/{k}": float(v) for k, v in metrics.items()}
 
     def _update_critic(
@@ -276,13 +300,18 @@ class SACAgent:
             "entropy": -log_pi.mean().detach(),
         }
 
-    def _update_objectives(self, obs: torch.Tensor, due: list[int]) -> dict[str, torch.Tensor]:
+    def _update_objectives(
+        self, obs: torch.Tensor, target_obs: torch.Tensor | None, due: list[int]
+    ) -> dict[str, torch.Tensor]:
         metrics: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self.device)
+        needs_target = any(self.objectives[i].target_offset is not None for i in due)
         with self.autocast():
             encoded = self.critic.encoder(obs)
+            target_encoded = self.critic.encoder(target_obs) if needs_target and target_obs is not None else None
+            inputs = AuxInputs(obs, encoded, target_obs, target_encoded)
             for i in due:
-                loss, parts = self.objectives[i].loss(encoded, obs)
+                loss, parts = self.objectives[i].loss(inputs)
                 total = total + loss.float()
                 metrics.update(parts)
         assert self.encoder_opt is not None

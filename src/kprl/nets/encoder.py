@@ -122,12 +122,18 @@ class Encoder(nn.Module):
         features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         return Encoded(features, maps, parts)
 
-    def tied_copy(self) -> Encoder:
-        """A copy with its own heads whose conv trunk *is* this encoder's (shared parameters), as the actor's
-        encoder in SAC+AE ties its conv weights to the critic's."""
-        heads = [copy.deepcopy(h) for h in self.heads]
-        for head in heads:  # initialised independently of the critic's heads, as in pytorch_sac_ae
-            head.apply(weight_init)
+    def tied_copy(self, shared_heads: frozenset[int] = frozenset()) -> Encoder:
+        """A copy whose conv trunk *is* this encoder's (shared parameters), as the actor's encoder in SAC+AE ties
+        its conv weights to the critic's. Heads are copies of their own, initialised independently as in
+        pytorch_sac_ae, except those whose index is in ``shared_heads``, which are this encoder's very heads."""
+        heads: list[nn.Module] = []
+        for i, head in enumerate(self.heads):
+            if i in shared_heads:
+                heads.append(head)
+                continue
+            own = copy.deepcopy(head)
+            own.apply(weight_init)
+            heads.append(own)
         return Encoder(self.trunk, heads)
 
 

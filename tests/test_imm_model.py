@@ -1,0 +1,88 @@
+"""IMM networks: shapes for the options, where gradients flow, and the pair sampler / crops that feed them."""
+
+import numpy as np
+import pytest
+import torch
+
+from kprl.config import IMMConfig
+from kprl.imm_pairs import PairSampler, centre_offset, crop_frames, crop_windows
+from kprl.nets.imm import IMM, KeypointHead
+
+
+def frames(batch: int, size: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(
+    ("size", "cfg"),
+    [
+        (84, IMMConfig()),
+        (84, IMMConfig(keypoints=1, norm="batch", mix_layers=3)),
+        (64, IMMConfig(keypoints=5, num_conv_layers=2, num_filters=8, norm="instance", source_skip=True)),
+        (33, IMMConfig(keypoints=2, num_conv_layers=3, num_filters=4)),
+    ],
+)
+def test_shapes_for_every_option(size: int, cfg: IMMConfig) -> None:
+    model = IMM(cfg, size)
+    out = model(frames(2, size), frames(2, size, 1))
+    side = model.map_size
+    assert out.generated.shape == (2, 3, size, size)
+    kp = out.keypoints
+    assert kp.coords.shape == (2, cfg.keypoints, 2) and kp.score_maps.shape == (2, cfg.keypoints, side, side)
+    assert kp.marginal_x.shape == (2, cfg.keypoints, side) and kp.gauss_maps.shape == (2, cfg.keypoints, side, side)
+    assert (kp.coords.abs() <= 1).all()
+
+
+def test_loss_trains_keynet_only_through_the_generator() -> None:
+    model = IMM(IMMConfig(keypoints=2, num_conv_layers=2, num_filters=8), 32)
+    loss, _ = model.loss(frames(4, 32), frames(4, 32, 1))
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.keynet.head.score.weight.grad.abs().sum() > 0
+    assert model.keynet.trunk.convs[0].weight.grad.abs().sum() > 0
+
+
+def test_keypoint_head_as_encoder_head_gives_flat_coordinates() -> None:
+    head = KeypointHead(in_channels=8, num_keypoints=3, sigma=0.1)
+    maps = torch.randn(2, 8, 11, 11)
+    flat = head(maps)
+    assert head.out_dim == 6 and flat.shape == (2, 6)
+    torch.testing.assert_close(flat, head.keypoints(maps).coords.flatten(1))
+
+
+def test_bf16_autocast_forward_is_finite_and_close() -> None:
+    torch.manual_seed(0)
+    model = IMM(IMMConfig(keypoints=2, num_conv_layers=2, num_filters=8), 32)
+    a, b = frames(2, 32), frames(2, 32, 1)
+    loss32, out32 = model.loss(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss16, out16 = model.loss(a, b)
+    assert torch.isfinite(loss16) and loss16.dtype == torch.float32
+    torch.testing.assert_close(out16.keypoints.coords, out32.keypoints.coords, atol=0.05, rtol=0)
+
+
+def test_pairs_stay_in_their_episode_within_the_offset_and_never_coincide() -> None:
+    episode = np.repeat([3, 5, 7, 9], [10, 2, 1, 30])  # episode 7 has one frame: never drawn
+    sampler = PairSampler(episode, np.array([3, 5, 7]), max_offset=4)
+    src, tgt = sampler.sample(5000, np.random.default_rng(0))
+    assert (episode[src] == episode[tgt]).all() and np.isin(episode[src], [3, 5]).all()
+    offset = tgt - src
+    assert (offset != 0).all() and (np.abs(offset) <= 4).all()
+    assert set(np.unique(offset)) == {-4, -3, -2, -1, 1, 2, 3, 4}
+    with pytest.raises(ValueError, match="two frames"):
+        PairSampler(episode, np.array([7]), max_offset=2)
+
+
+def test_crops_share_the_window_and_centre_crop_matches_the_offset() -> None:
+    data = np.arange(2 * 10 * 10 * 3, dtype=np.int64).reshape(2, 10, 10, 3).astype(np.uint8)
+    windows = crop_windows(10, 10, 6, 2, np.random.default_rng(1))
+    assert ((windows >= 0) & (windows <= 4)).all()
+    a = crop_frames(data, np.array([0, 1]), windows, 6)
+    top, left = windows[1]
+    assert a.shape == (2, 3, 6, 6)
+    np.testing.assert_array_equal(a[1].permute(1, 2, 0).numpy(), data[1, top : top + 6, left : left + 6])
+    centre = crop_windows(10, 10, 6, 1, None)
+    assert centre.tolist() == [[2, 2]] and centre_offset(10, 6) == 2
+    with pytest.raises(ValueError):
+        crop_windows(10, 10, 12, 1, None)

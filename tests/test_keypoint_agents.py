@@ -1,0 +1,163 @@
+"""The poster's keypoint agents, sac_ae_imm and sac_imm: features, which parameters each loss moves, the shared
+crop of observation and IMM target, save/load, and a real end-to-end run on cartpole."""
+
+from __future__ import annotations
+
+import copy
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kprl.agents.factory import make_agent
+from kprl.agents.representations import IMMObjective
+from kprl.agents.sac import SACAgent
+from kprl.config import TrainConfig
+from kprl.replay import Batch
+from kprl.train import train
+
+OBS_SHAPE = (9, 84, 84)
+ACTION_DIM = 1
+
+
+def small_config(agent: str, **overrides: object) -> TrainConfig:
+    cfg = TrainConfig(agent=agent)  # type: ignore[arg-type]
+    cfg.sac.hidden_dim = 32
+    cfg.encoder.num_filters = 8
+    cfg.encoder.latent_dim = 16
+    cfg.keypoint.keypoints = 4
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def batch_with_target(batch_size: int = 6, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    frames = lambda: torch.randint(0, 256, (batch_size, *OBS_SHAPE), generator=g, dtype=torch.uint8)  # noqa: E731
+    obs, next_obs, target = frames(), frames(), frames()
+    action = torch.rand(batch_size, ACTION_DIM, generator=g) * 2 - 1
+    return Batch(obs, action, torch.rand(batch_size, 1, generator=g), torch.ones(batch_size, 1), next_obs, target)
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> set[str]:
+    after = module.state_dict()
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def make(agent: str, **overrides: object) -> SACAgent:
+    torch.manual_seed(0)
+    return make_agent(small_config(agent, **overrides), OBS_SHAPE, ACTION_DIM, "cpu")
+
+
+@pytest.mark.parametrize(("name", "feature_dim", "heads"), [("sac_ae_imm", 16 + 8, 2), ("sac_imm", 8, 1)])
+def test_features_are_latent_and_or_keypoints(name: str, feature_dim: int, heads: int) -> None:
+    agent = make(name)
+    assert agent.critic.encoder.feature_dim == feature_dim and len(agent.critic.encoder.heads) == heads
+    assert agent.target_offset == 1
+    imm = [o for o in agent.objectives if isinstance(o, IMMObjective)]
+    assert len(imm) == 1 and imm[0].gennet.trunk.convs[0].in_channels == 9
+    keypoint_head = agent.critic.encoder.heads[-1]
+    # the actor reads the critic's keypoint head itself, but has its own latent head (as SAC+AE)
+    assert agent.actor.encoder.heads[-1] is keypoint_head
+    if heads == 2:
+        assert agent.actor.encoder.heads[0] is not agent.critic.encoder.heads[0]
+    features = agent.critic.encoder(batch_with_target().obs).features
+    assert features.shape == (6, feature_dim) and (features[:, -8:].abs() <= 1).all()
+
+
+@pytest.mark.parametrize("name", ["sac_ae_imm", "sac_imm"])
+def test_imm_update_moves_encoder_keypoint_head_and_gennet_only(name: str) -> None:
+    agent = make(name)
+    critic_before, actor_before = snapshot(agent.critic), snapshot(agent.actor.trunk)
+    imm_index = next(i for i, o in enumerate(agent.objectives) if isinstance(o, IMMObjective))
+    gennet_before = snapshot(agent.objectives[imm_index])
+    batch = batch_with_target()
+    metrics = agent._update_objectives(batch.obs, batch.target_obs, [imm_index])
+    assert torch.isfinite(metrics["imm_loss"])
+    moved = changed(critic_before, agent.critic)
+    head = len(agent.critic.encoder.heads) - 1
+    assert any(k.startswith("encoder.trunk") for k in moved), moved
+    assert any(k.startswith(f"encoder.heads.{head}.score") for k in moved), moved
+    assert all(k.startswith(("encoder.trunk", f"encoder.heads.{head}.")) for k in moved), moved  # no Q, no AE head
+    assert changed(gennet_before, agent.objectives[imm_index])
+    assert not changed(actor_before, agent.actor.trunk)
+
+
+@pytest.mark.parametrize("name", ["sac_ae_imm", "sac_imm"])
+def test_actor_update_reaches_neither_encoder_nor_shared_keypoint_head(name: str) -> None:
+    agent = make(name)
+    critic_before, actor_before = snapshot(agent.critic), snapshot(agent.actor)
+    agent._update_actor_and_alpha(batch_with_target().obs)
+    assert not changed(critic_before, agent.critic)
+    moved = changed(actor_before, agent.actor)
+    assert moved and all(k.startswith("trunk") or k.startswith("encoder.heads.0.") for k in moved), moved
+    if name == "sac_imm":
+        assert all(k.startswith("trunk") for k in moved)
+
+
+@pytest.mark.parametrize("name", ["sac_ae_imm", "sac_imm"])
+def test_full_update_trains_every_part_and_logs_imm_loss(name: str) -> None:
+    agent = make(name)
+    before = {n: snapshot(m) for n, m in agent.modules().items()}
+    metrics = agent.update(batch_with_target(), step=0)
+    assert np.isfinite(metrics["train/imm_loss"]) and np.isfinite(metrics["train/critic_loss"])
+    assert ("train/reconstruction_loss" in metrics) == (name == "sac_ae_imm")
+    for module_name in before:
+        assert changed(before[module_name], agent.modules()[module_name]), module_name
+
+
+def test_update_without_target_observation_is_refused() -> None:
+    agent = make("sac_imm")
+    with pytest.raises(ValueError, match="target_offset=1"):
+        agent.update(batch_with_target()._replace(target_obs=None), step=0)
+
+
+def test_observation_and_imm_target_share_one_crop_window() -> None:
+    agent = make("sac_imm", augmentation="crop")
+    batch = batch_with_target()
+    big = torch.randint(0, 256, (6, 9, 100, 100), dtype=torch.uint8)
+    seen: dict[str, torch.Tensor] = {}
+    imm = agent.objectives[0]
+    original = imm.loss
+
+    def spy(inputs):  # type: ignore[no-untyped-def]
+        seen["obs"], seen["target"] = inputs.obs, inputs.target_obs
+        return original(inputs)
+
+    imm.loss = spy  # type: ignore[method-assign]
+    agent.update(batch._replace(obs=big, target_obs=big.clone(), next_obs=big.clone()), step=1)
+    assert seen["obs"].shape[-1] == 84 and torch.equal(seen["obs"], seen["target"])
+
+
+@pytest.mark.parametrize("name", ["sac_ae_imm", "sac_imm"])
+def test_save_load_round_trip_continues_identically(name: str) -> None:
+    agent = make(name)
+    agent.update(batch_with_target(), step=0)
+    other = make(name)
+    other.load_state_dict(copy.deepcopy(agent.state_dict()))
+    obs = np.random.default_rng(0).integers(0, 256, OBS_SHAPE, dtype=np.uint8)
+    np.testing.assert_array_equal(agent.act(obs, deterministic=True), other.act(obs, deterministic=True))
+    torch.manual_seed(5)
+    a = agent.update(batch_with_target(seed=1), step=2)
+    torch.manual_seed(5)
+    b = other.update(batch_with_target(seed=1), step=2)
+    assert a == b
+
+
+@pytest.mark.parametrize("name", ["sac_ae_imm", "sac_imm"])
+def test_end_to_end_run_on_cartpole_logs_imm_loss(name: str, tmp_path: Path) -> None:
+    cfg = small_config(name, run_dir=tmp_path / "run", env_steps=96, seed_steps=48, eval_every=48,
+                       checkpoint_every=48, eval_episodes=1, batch_size=8, video=False, log_every=8)  # fmt: skip
+    cfg.env.time_limit = 0.32  # 4 actions of 8 physics steps per episode
+    summary = train(cfg, quiet=True)
+    assert summary["env_steps"] == 96
+    with open(tmp_path / "run" / "train.csv") as f:
+        rows = list(csv.DictReader(f))
+    losses = [float(r["train/imm_loss"]) for r in rows if r.get("train/imm_loss")]
+    assert losses and all(np.isfinite(losses))
