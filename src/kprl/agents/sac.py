@@ -227,6 +227,28 @@ class SACAgent:
         action = mu if deterministic else pi
         return action[0].float().cpu().numpy()
 
+    @property
+    def keypoint_head_index(self) -> int | None:
+        """Index of the keypoint head among the encoder's heads (None for agents without keypoints)."""
+        for i, r in enumerate(self.representations):
+            if r.name == "imm":
+                return i
+        return None
+
+    @torch.no_grad()
+    def keypoints(self, obs: torch.Tensor) -> torch.Tensor | None:
+        """Keypoints [B, K, 2], (x, y) in [-1, 1] of the network's (centre-cropped) view, of uint8 observation
+        stacks [B, C, H, W] as stored; None for agents without keypoints. Pixel coordinates of the view:
+        ``kprl.nets.keypoints.to_pixels(kp, augmentation.out_size, augmentation.out_size)``."""
+        index = self.keypoint_head_index
+        if index is None:
+            return None
+        x = self.augmentation.eval(obs.to(self.device))
+        with self.autocast():
+            maps = self.critic.encoder.trunk(x)
+            coords = self.critic.encoder.heads[index].keypoints(maps).coords
+        return coords.float()
+
     # ------------------------------------------------------------------------------------------------ update
     def update(self, batch: Batch, step: int, generator: torch.Generator | None = None) -> dict[str, float]:
         """One SAC+representation update on a batch; ``step`` (agent updates so far) schedules the slower parts.
