@@ -30,6 +30,7 @@ def small_config(agent: str, **overrides: object) -> TrainConfig:
     cfg.keypoint.keypoints = 4
     for key, value in overrides.items():
         setattr(cfg, key, value)
+    cfg.keypoint.keypoints = 4
     return cfg
 
 
@@ -161,3 +162,75 @@ def test_end_to_end_run_on_cartpole_logs_imm_loss(name: str, tmp_path: Path) -> 
         rows = list(csv.DictReader(f))
     losses = [float(r["train/imm_loss"]) for r in rows if r.get("train/imm_loss")]
     assert losses and all(np.isfinite(losses))
+
+
+@pytest.mark.parametrize("name", ["sac_ae_imm", "sac_imm"])
+def test_per_frame_keypoints_score_each_frame_alone(name: str) -> None:
+    agent = make(name, keypoint=_keypoint(per_frame=True))
+    assert agent.critic.encoder.feature_dim == (16 if name == "sac_ae_imm" else 0) + 2 * 4 * 3
+    obs = batch_with_target().obs
+    kp = agent.keypoints(obs)
+    assert kp is not None and kp.shape == (6, 12, 2)
+    # frame s's keypoints depend on frame s only: change the newest frame, the two older frames' keypoints stay
+    changed_obs = obs.clone()
+    changed_obs[:, 6:] = 255 - changed_obs[:, 6:]
+    kp2 = agent.keypoints(changed_obs)
+    torch.testing.assert_close(kp2[:, :8], kp[:, :8])
+    assert not torch.allclose(kp2[:, 8:], kp[:, 8:])
+    metrics = agent.update(batch_with_target(), step=0)
+    assert np.isfinite(metrics["train/imm_loss"])
+
+
+def _keypoint(**values: object):  # type: ignore[no-untyped-def]
+    from kprl.config import KeypointAgentConfig
+
+    return KeypointAgentConfig(keypoints=4, **values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def standalone_imm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from kprl import config as C
+    from kprl.data.synthetic import write_shapes_dataset
+    from kprl.imm_train import train_imm
+
+    root = tmp_path_factory.mktemp("imm")
+    data = write_shapes_dataset(root / "data", episodes=4, length=6, size=40)
+    cfg = C.IMMTrainConfig(data=data, run_dir=root / "run", steps=2, batch_size=4, image_size=32, val_pairs=4,
+                           eval_every=2, checkpoint_every=2, log_every=2, threads=1,
+                           model=C.IMMConfig(keypoints=4, num_conv_layers=2, num_filters=8))  # fmt: skip
+    train_imm(cfg, quiet=True)
+    return root / "run"
+
+
+def pretrained_agent(name: str, imm_run: Path, freeze: bool, **encoder: int) -> SACAgent:
+    cfg = small_config(name, keypoint=_keypoint(per_frame=True, pretrained_imm=imm_run, freeze_keynet=freeze))
+    cfg.encoder.num_conv_layers = encoder.get("num_conv_layers", 2)
+    cfg.env.image_size = 32
+    torch.manual_seed(0)
+    return make_agent(cfg, (9, 32, 32), ACTION_DIM, "cpu")
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_pretrained_imm_initialises_the_keynet_frozen_or_fine_tuned(standalone_imm: Path, freeze: bool) -> None:
+    from kprl.imm_train import load_imm
+
+    keynet = load_imm(standalone_imm).model.keynet
+    agent = pretrained_agent("sac_imm", standalone_imm, freeze)
+    trunk, head = agent.critic.encoder.trunk.trunk, agent.critic.encoder.heads[0]
+    for a, b in zip(trunk.state_dict().values(), keynet.trunk.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(head.score.weight, keynet.head.score.weight)
+    assert (agent.target_offset is None) == freeze  # frozen: no IMM objective
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    stacks = lambda: torch.randint(0, 256, (4, 9, 32, 32), generator=g, dtype=torch.uint8)  # noqa: E731
+    agent.update(Batch(stacks(), torch.zeros(4, 1), torch.ones(4, 1), torch.ones(4, 1), stacks(), stacks()), 0)
+    moved = any(not torch.equal(before[k], v) for k, v in trunk.state_dict().items())
+    assert moved != freeze
+
+
+def test_pretrained_imm_that_does_not_fit_is_a_one_line_error(standalone_imm: Path) -> None:
+    from kprl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="num_conv_layers 2 \\(agent: 3\\)"):
+        pretrained_agent("sac_imm", standalone_imm, False, num_conv_layers=3)

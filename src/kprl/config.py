@@ -203,6 +203,17 @@ class KeypointAgentConfig:
     """The IMM target is the observation this many agent steps later in the same episode (1 = next_obs)."""
     imm_mix_layers: int = 2
     """Dilated 3x3 convs mixing source features and Gaussian maps in the GenNet (see kprl imm train)."""
+    per_frame: bool = False
+    """Find keypoints in each frame of the stack separately (the conv trunk runs per frame; S*K keypoints, all
+    frames' concatenated), so the agent sees where things were and are: motion. The poster's KeyNet mixed the
+    three stacked frames into one set of keypoints."""
+    pretrained_imm: Path | None = None
+    """Initialise the keypoint head and conv trunk from a `kprl imm train` run or checkpoint (the poster's
+    IMM pretrained on a pregenerated buffer). Needs per_frame (standalone IMM sees single frames) and the same
+    keypoints, filters, conv layers and image size."""
+    freeze_keynet: bool = False
+    """With pretrained_imm: keep the pretrained conv trunk and keypoint head fixed (no IMM, critic or AE updates
+    reach them; the IMM objective is then dropped). Otherwise they are fine-tuned."""
 
 
 @dataclass
@@ -359,6 +370,14 @@ def validate(cfg: TrainConfig) -> None:
         cfg.device == "cpu" or cfg.device.startswith("cuda") or cfg.device == "mps",
         f"--device must be cpu, cuda or cuda:N, got {cfg.device!r}",
     )
+    keypoint_agent = cfg.agent in ("sac_ae_imm", "sac_imm")
+    _check(
+        keypoint_agent or (not cfg.keypoint.per_frame and cfg.keypoint.pretrained_imm is None),
+        f"--per-frame and --pretrained-imm need a keypoint agent (sac_ae_imm, sac_imm), not {cfg.agent}",
+    )
+    _check(cfg.keypoint.pretrained_imm is None or cfg.keypoint.per_frame, "--pretrained-imm needs --per-frame True")
+    _check(not cfg.keypoint.freeze_keynet or cfg.keypoint.pretrained_imm is not None,
+           "--freeze-keynet needs --pretrained-imm")  # fmt: skip
 
 
 def validate_imm_model(model: IMMConfig, image_size: int) -> None:

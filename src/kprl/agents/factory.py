@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import torch
+from pathlib import Path
 
-from kprl.agents.representations import build_representations
+import torch
+from torch import nn
+
+from kprl.agents.representations import Representation, build_representations
 from kprl.agents.sac import SACAgent
 from kprl.augment import Augmentation
 from kprl.config import TrainConfig
-from kprl.nets.encoder import conv_output_size
+from kprl.errors import ConfigError
+from kprl.nets.encoder import ConvTrunk, PerFrameTrunk, conv_output_size
 
 
 def make_agent(
@@ -17,9 +21,20 @@ def make_agent(
     """The agent ``cfg.agent`` for observations of ``obs_shape`` (as stored: before any crop)."""
     augmentation = Augmentation(cfg.augmentation, out_size=cfg.env.image_size)
     side = augmentation.out_size
-    maps_side = conv_output_size(side, cfg.encoder.num_conv_layers)
-    maps_shape = (cfg.encoder.num_filters, maps_side, maps_side)
+    trunk: nn.Module | None = None
+    if cfg.keypoint.per_frame:
+        frames = cfg.env.frame_stack
+        trunk = PerFrameTrunk(
+            ConvTrunk(obs_shape[0] // frames, side, cfg.encoder.num_conv_layers, cfg.encoder.num_filters), frames
+        )
+        maps_shape = trunk.out_shape
+    else:
+        maps_side = conv_output_size(side, cfg.encoder.num_conv_layers)
+        maps_shape = (cfg.encoder.num_filters, maps_side, maps_side)
     representations = build_representations(cfg, maps_shape, obs_shape[0], side)
+    if cfg.keypoint.pretrained_imm is not None:
+        assert isinstance(trunk, PerFrameTrunk)
+        _load_pretrained_keynet(cfg, trunk, representations, side)
     return SACAgent(
         obs_shape=obs_shape,
         action_dim=action_dim,
@@ -30,4 +45,33 @@ def make_agent(
         device=device,
         precision=cfg.precision,
         encoder_lr=cfg.ae.encoder_lr,
+        trunk=trunk,
     )
+
+
+def _load_pretrained_keynet(
+    cfg: TrainConfig, trunk: PerFrameTrunk, representations: list[Representation], image_size: int
+) -> None:
+    """Copy a standalone IMM's KeyNet (conv trunk + keypoint head) into the agent's per-frame trunk and keypoint
+    head; with ``freeze_keynet`` make them untrainable. A ConfigError when the shapes do not match."""
+    from kprl.imm_train import load_imm
+
+    path = Path(cfg.keypoint.pretrained_imm)  # type: ignore[arg-type]
+    loaded = load_imm(path)
+    model_cfg = loaded.model.cfg
+    wanted = {
+        "keypoints": (model_cfg.keypoints, cfg.keypoint.keypoints),
+        "num_filters": (model_cfg.num_filters, cfg.encoder.num_filters),
+        "num_conv_layers": (model_cfg.num_conv_layers, cfg.encoder.num_conv_layers),
+        "image_size": (loaded.image_size, image_size),
+        "norm": (model_cfg.norm, "none"),
+    }
+    wrong = [f"{k} {a} (agent: {b})" for k, (a, b) in wanted.items() if a != b]
+    if wrong:
+        raise ConfigError(f"--pretrained-imm {path} does not fit this agent: " + ", ".join(wrong))
+    head = next(r.head for r in representations if r.name == "imm")
+    trunk.trunk.load_state_dict(loaded.model.keynet.trunk.state_dict())
+    head.load_state_dict(loaded.model.keynet.head.state_dict())
+    if cfg.keypoint.freeze_keynet:
+        trunk.requires_grad_(False)
+        head.requires_grad_(False)

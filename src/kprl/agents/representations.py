@@ -156,9 +156,12 @@ def _imm(
 ) -> Representation:
     """The poster's IMM: a keypoint head on the shared maps, and a GenNet whose own trunk has the encoder's shape."""
     kp = cfg.keypoint
-    head = KeypointHead(maps_shape[0], kp.keypoints, kp.sigma)
+    frames = cfg.env.frame_stack if kp.per_frame else 1
+    head = KeypointHead(maps_shape[0], kp.keypoints, kp.sigma, frames=frames)
+    if kp.freeze_keynet:  # a fixed pretrained KeyNet: no IMM loss to train it
+        return Representation("imm", head, None, share_with_actor=True)
     gen_cfg = IMMConfig(
-        keypoints=kp.keypoints,
+        keypoints=kp.keypoints * frames,
         sigma=kp.sigma,
         num_conv_layers=cfg.encoder.num_conv_layers,
         num_filters=cfg.encoder.num_filters,

@@ -118,6 +118,7 @@ class SACAgent:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         encoder_lr: float = 1e-3,
+        trunk: nn.Module | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.cfg = sac
@@ -128,7 +129,8 @@ class SACAgent:
         self.representations = representations
         channels, _, _ = obs_shape
         side = augmentation.out_size
-        trunk = ConvTrunk(channels, side, encoder_cfg.num_conv_layers, encoder_cfg.num_filters)
+        if trunk is None:
+            trunk = ConvTrunk(channels, side, encoder_cfg.num_conv_layers, encoder_cfg.num_filters)
         critic_encoder = Encoder(trunk, [r.head for r in representations])
         self.critic = Critic(critic_encoder, action_dim, sac.hidden_dim).to(self.device)
         shared = frozenset(i for i, r in enumerate(representations) if r.share_with_actor)

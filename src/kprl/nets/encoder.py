@@ -79,6 +79,23 @@ class ConvTrunk(nn.Module):
         return x
 
 
+class PerFrameTrunk(nn.Module):
+    """A conv trunk applied to each frame of a stack separately (shared weights): [B, 3S, H, W] -> [B, S*F, h, w],
+    frame-major channels (frame 0's F maps first). Heads that work per frame (keypoints) split them back."""
+
+    def __init__(self, trunk: ConvTrunk, frames: int) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.frames = frames
+        f, h, w = trunk.out_shape
+        self.out_shape: tuple[int, int, int] = (frames * f, h, w)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = obs.shape
+        maps = self.trunk(obs.reshape(b * self.frames, c // self.frames, h, w))
+        return maps.reshape(b, -1, *maps.shape[-2:])
+
+
 class LatentHead(nn.Module):
     """SAC+AE's compact latent: flatten -> FC -> LayerNorm -> tanh (the tanh bounds the code, Section 5)."""
 

@@ -56,29 +56,37 @@ class KeypointHead(nn.Module):
     keypoints' Gaussian maps (Jakab et al. 2018, Sec. 3.1). ``out_dim`` = 2K: as an encoder head its output is the
     flattened (x, y) coordinates."""
 
-    def __init__(self, in_channels: int, num_keypoints: int, sigma: float) -> None:
+    def __init__(self, in_channels: int, num_keypoints: int, sigma: float, frames: int = 1) -> None:
         super().__init__()
         if num_keypoints < 1:
             raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
         if sigma <= 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
-        self.score = nn.Conv2d(in_channels, num_keypoints, 1)
+        if in_channels % frames:
+            raise ValueError(f"{in_channels} map channels do not split into {frames} frames")
+        self.score = nn.Conv2d(in_channels // frames, num_keypoints, 1)
         self.num_keypoints = num_keypoints
+        self.frames = frames
         self.sigma = sigma
-        self.out_dim = 2 * num_keypoints
+        self.out_dim = 2 * num_keypoints * frames
         self.apply(weight_init)
 
     def keypoints(self, maps: torch.Tensor) -> KeypointOutput:
-        """All intermediate results for the feature maps ``maps``."""
-        scores = self.score(maps)
+        """All intermediate results for the feature maps ``maps``. With ``frames`` = S > 1 the maps are S
+        frame-major groups (`kprl.nets.encoder.PerFrameTrunk`), each scored alone: S*K keypoints, frame 0's first."""
+        scores = self.scores(maps)
         kp = keypoints_from_scores(scores)
         gauss = gaussian_maps(kp.coords, scores.shape[-2], scores.shape[-1], self.sigma)
         return KeypointOutput(kp.coords, scores, kp.marginal_x, kp.marginal_y, gauss)
 
+    def scores(self, maps: torch.Tensor) -> torch.Tensor:
+        """Score maps [B, S*K, h, w] of feature maps [B, C, h, w]."""
+        b, c, h, w = maps.shape
+        return self.score(maps.reshape(b * self.frames, c // self.frames, h, w)).reshape(b, -1, h, w)
+
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         """Flattened keypoints [B, 2K] (x1, y1, x2, y2, ...): the head's contribution to an agent's features."""
-        scores = self.score(maps)
-        return keypoints_from_scores(scores).coords.flatten(1)
+        return keypoints_from_scores(self.scores(maps)).coords.flatten(1)
 
 
 class KeyNet(nn.Module):
