@@ -234,3 +234,19 @@ def test_pretrained_imm_that_does_not_fit_is_a_one_line_error(standalone_imm: Pa
 
     with pytest.raises(ConfigError, match="num_conv_layers 2 \\(agent: 3\\)"):
         pretrained_agent("sac_imm", standalone_imm, False, num_conv_layers=3)
+
+
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_keypoint_features_add_what_is_under_each_keypoint(per_frame: bool) -> None:
+    agent = make("sac_imm", keypoint=_keypoint(per_frame=per_frame, keypoint_features=True))
+    frames = 3 if per_frame else 1
+    assert agent.critic.encoder.feature_dim == 2 * 4 * frames + 4 * 8 * frames
+    head = agent.critic.encoder.heads[0]
+    maps = torch.rand(2, 8 * frames, 9, 9)
+    out = head(maps)
+    kp = head.keypoints(maps)
+    # keypoint 0 of frame 0: the Gaussian-weighted mean of frame 0's maps
+    g = kp.gauss_maps[0, 0]
+    expected = (maps[0, :8] * g).sum((-1, -2)) / g.sum()
+    torch.testing.assert_close(out[0, 2 * 4 * frames : 2 * 4 * frames + 8], expected)
+    assert np.isfinite(agent.update(batch_with_target(), step=0)["train/critic_loss"])

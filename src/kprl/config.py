@@ -207,6 +207,9 @@ class KeypointAgentConfig:
     """Find keypoints in each frame of the stack separately (the conv trunk runs per frame; S*K keypoints, all
     frames' concatenated), so the agent sees where things were and are: motion. The poster's KeyNet mixed the
     three stacked frames into one set of keypoints."""
+    keypoint_features: bool = False
+    """Actor and critic also get, per keypoint, the conv features averaged under its Gaussian map (what is at the
+    keypoint, not only where): K x filters more features per frame."""
     pretrained_imm: Path | None = None
     """Initialise the keypoint head and conv trunk from a `kprl imm train` run or checkpoint (the poster's
     IMM pretrained on a pregenerated buffer). Needs per_frame (standalone IMM sees single frames) and the same
@@ -372,8 +375,9 @@ def validate(cfg: TrainConfig) -> None:
     )
     keypoint_agent = cfg.agent in ("sac_ae_imm", "sac_imm")
     _check(
-        keypoint_agent or (not cfg.keypoint.per_frame and cfg.keypoint.pretrained_imm is None),
-        f"--per-frame and --pretrained-imm need a keypoint agent (sac_ae_imm, sac_imm), not {cfg.agent}",
+        keypoint_agent
+        or (not cfg.keypoint.per_frame and cfg.keypoint.pretrained_imm is None and not cfg.keypoint.keypoint_features),
+        f"--per-frame, --keypoint-features and --pretrained-imm need a keypoint agent (sac_ae_imm, sac_imm), not {cfg.agent}",
     )
     _check(cfg.keypoint.pretrained_imm is None or cfg.keypoint.per_frame, "--pretrained-imm needs --per-frame True")
     _check(not cfg.keypoint.freeze_keynet or cfg.keypoint.pretrained_imm is not None,

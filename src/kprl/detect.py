@@ -9,6 +9,13 @@ row j is (i + 0.5, j + 0.5); `kprl.nets.keypoints` conventions). With ``align_co
 pixel-corner coordinates linearly, so the mapping back is an exact scaling by W / model_size and H / model_size
 (`scale_to_frame`).
 
+**Agents.** The checkpoint may also be a `kprl train` run (or checkpoint) of a keypoint agent (sac_ae_imm,
+sac_imm): then the agent's own keypoints are detected (`detect_agent`). The frames are resized to the agent's render
+size (`kprl.config.render_size`, as above), stacked as the env stacks them (each frame with the ``frame_stack - 1``
+frames before it, the first frame repeated at the start as at reset), and the agent finds keypoints in the centre
+crop it sees (`view_to_frame` maps them back to the input frame's pixels). An agent without keypoints (sac_ae) is
+a one-line `ConfigError`.
+
 Bad input (missing or malformed files, frames that are not RGB images) raises `DataError` with a one-line message
 naming the file; existing outputs are never replaced unless asked (`ConfigError`), and that is checked before any
 work is done. Outputs are written atomically.
@@ -20,7 +27,7 @@ import io
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import torch
@@ -30,6 +37,10 @@ from kprl.checkpoint import atomic_write_bytes
 from kprl.errors import ConfigError, DataError
 from kprl.nets.imm import IMM
 from kprl.nets.keypoints import to_pixels
+
+if TYPE_CHECKING:
+    from kprl.agents.sac import SACAgent
+    from kprl.config import TrainConfig
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".gif")
 """Video files `read_frames` reads (through imageio)."""
@@ -251,7 +262,136 @@ def detect(
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
+def view_to_frame(
+    coords: np.ndarray | torch.Tensor, view_size: int, render_size: int, height: int, width: int
+) -> np.ndarray:
+    """Agent keypoints (x, y) in [-1, 1] of its ``view_size`` px centre-cropped view [..., 2] -> float32 pixel
+    (x, y) of a ``height`` x ``width`` image of the whole ``render_size`` px frame (pixel-corner convention).
+
+    View pixel p (`kprl.nets.keypoints.to_pixels`) is render pixel p + (render_size - view_size) // 2 (the offset
+    `kprl.augment.center_crop` crops at), and render pixel q is q * width / render_size, q * height / render_size
+    in the image (`scale_to_frame`: a resize with ``align_corners=False`` or a render at another size)."""
+    if view_size > render_size:
+        raise ValueError(f"the view ({view_size} px) cannot be larger than the render ({render_size} px)")
+    points = torch.as_tensor(coords).detach().cpu().double()
+    pixels = to_pixels(points, view_size, view_size) + float((render_size - view_size) // 2)
+    return scale_to_frame(pixels.numpy(), render_size, height, width)
+
+
+def newest_frame_keypoints(agent: SACAgent, coords: torch.Tensor) -> torch.Tensor:
+    """The keypoints of the newest frame of each observation among an agent's keypoints [B, K', 2].
+
+    An agent with per-frame keypoints finds K in each of the S stacked frames (S*K, oldest frame's first); only the
+    newest frame's last K are kept. Other agents' keypoints are returned as they are."""
+    index = agent.keypoint_head_index
+    if index is None:
+        return coords
+    head = agent.critic.encoder.heads[index]
+    frames = int(getattr(head, "frames", 1))
+    per_frame = int(getattr(head, "num_keypoints", coords.shape[1]))
+    if frames > 1 and coords.shape[1] == frames * per_frame:
+        return coords[:, -per_frame:]
+    return coords
+
+
+def frame_stacks(frames: torch.Tensor, frame_stack: int, start: int, stop: int) -> torch.Tensor:
+    """Observation stacks [stop - start, frame_stack * C, H, W] of frames ``start..stop-1`` of a sequence
+    [N, C, H, W]: each frame with the ``frame_stack - 1`` before it, oldest first, the first frame repeated where
+    the sequence has none (as `kprl.envs.dmc.DMCEnv.reset` fills the stack)."""
+    index = torch.arange(start, stop)[:, None] + torch.arange(1 - frame_stack, 1)[None, :]
+    stacked = frames[index.clamp_(min=0)]  # [B, S, C, H, W]
+    return stacked.flatten(1, 2)
+
+
+@torch.no_grad()
+def detect_agent(agent: SACAgent, cfg: TrainConfig, frames: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """float32 [N, K, 2] pixel (x, y) of a keypoint agent's keypoints in the input frames' own coordinates.
+
+    ``frames`` uint8 [N, H, W, 3] are consecutive frames of one episode: they are resized to the agent's render
+    size (`kprl.config.render_size`; bilinear, antialiased, rounded to uint8 as the env stores frames), stacked
+    (`frame_stacks`, the first frame repeated at the start), and `SACAgent.keypoints` finds the keypoints in the
+    centre crop the agent sees; `view_to_frame` maps them back. With per-frame keypoints only the newest frame's
+    are returned (`newest_frame_keypoints`). A ConfigError for an agent without keypoints."""
+    from kprl.config import render_size
+
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if agent.keypoint_head_index is None:
+        raise ConfigError(f"agent {cfg.agent} has no keypoints (keypoint agents: sac_ae_imm, sac_imm)")
+    render = render_size(cfg)
+    view = agent.augmentation.out_size
+    stack = cfg.env.frame_stack
+    height, width = int(frames.shape[1]), int(frames.shape[2])
+    was_training = agent.critic.training
+    agent.train(False)
+    out: list[np.ndarray] = []
+    try:
+        for start in range(0, len(frames), batch_size):
+            stop = min(start + batch_size, len(frames))
+            first = max(0, start - stack + 1)  # the frames the first stack of the batch needs
+            x = _resize(frames[first:stop], render, render, torch.device("cpu"))
+            x = x.round().clamp(0, 255).to(torch.uint8) if x.dtype != torch.uint8 else x
+            obs = frame_stacks(x, stack, start - first, stop - first)
+            coords = agent.keypoints(obs)
+            assert coords is not None
+            coords = newest_frame_keypoints(agent, coords)
+            out.append(view_to_frame(coords, view, render, height, width))
+    finally:
+        agent.train(was_training)
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def _agent_checkpoint(path: Path) -> bool:
+    """Whether ``path`` resolves to a checkpoint of a `kprl train` agent (its state names ``agent_name``)."""
+    from kprl.checkpoint import find_checkpoint, load_state
+
+    if not path.exists():
+        return False
+    ckpt = find_checkpoint(path)
+    if ckpt is None:
+        return False
+    return "agent_name" in load_state(ckpt, map_location="cpu")
+
+
 # ------------------------------------------------------------------------------------------------- drawing
+
+
+def disc_radius(size: int) -> float:
+    """Radius in pixels of the keypoint discs on a ``size`` px image: max(2, size / 64)."""
+    return max(2.0, size / 64.0)
+
+
+def draw_points(image: np.ndarray, points: np.ndarray, radius: float | None = None) -> np.ndarray:
+    """Draw keypoints on one uint8 frame [H, W, 3] **in place** and return it.
+
+    ``points`` [K, 2] are pixel (x, y) of ``image`` (pixel-corner convention: the centre of pixel column i, row j is
+    (i + 0.5, j + 0.5)); keypoint k becomes a filled disc of ``radius`` (default `disc_radius` of the smaller side)
+    in colour ``PALETTE[k % 10]`` with a one-pixel dark rim. A pixel is coloured when its centre lies within the
+    disc. Non-finite keypoints are skipped, discs are clipped at the image border."""
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {tuple(image.shape)}")
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[-1] != 2:
+        raise ValueError(f"points must be [K, 2], got shape {tuple(points.shape)}")
+    height, width = int(image.shape[0]), int(image.shape[1])
+    radius = disc_radius(min(height, width)) if radius is None else float(radius)
+    reach = int(np.ceil(radius + 1.0))
+    for k, (x, y) in enumerate(points):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        col0, col1 = max(0, int(np.floor(x)) - reach), min(width, int(np.floor(x)) + reach + 1)
+        row0, row1 = max(0, int(np.floor(y)) - reach), min(height, int(np.floor(y)) + reach + 1)
+        if col0 >= col1 or row0 >= row1:
+            continue
+        dx = np.arange(col0, col1) + 0.5 - x
+        dy = np.arange(row0, row1) + 0.5 - y
+        dist2 = dy[:, None] ** 2 + dx[None, :] ** 2
+        patch = image[row0:row1, col0:col1]
+        patch[dist2 <= (radius + 1.0) ** 2] = 0
+        patch[dist2 <= radius**2] = PALETTE[k % len(PALETTE)]
+    return image
 
 
 def draw_keypoints(frames: np.ndarray, keypoints: np.ndarray, size: int) -> np.ndarray:
@@ -259,8 +399,8 @@ def draw_keypoints(frames: np.ndarray, keypoints: np.ndarray, size: int) -> np.n
     (for the overlay video).
 
     ``keypoints`` [N, K, 2] are pixel (x, y) of the input frames (pixel-corner convention); each becomes a filled
-    disc of radius max(2, size / 64) in the keypoint's colour with a one-pixel dark rim. Non-finite keypoints are
-    skipped. Returns uint8 [N, size, size, 3]."""
+    disc of radius max(2, size / 64) in the keypoint's colour with a one-pixel dark rim (`draw_points`).
+    Non-finite keypoints are skipped. Returns uint8 [N, size, size, 3]."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be [N, H, W, 3], got shape {tuple(frames.shape)}")
     if keypoints.ndim != 3 or keypoints.shape[-1] != 2 or len(keypoints) != len(frames):
@@ -269,22 +409,9 @@ def draw_keypoints(frames: np.ndarray, keypoints: np.ndarray, size: int) -> np.n
     resized = _resize(frames.astype(np.uint8, copy=False), size, size, torch.device("cpu"))
     images = resized.float().round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
     points = np.asarray(keypoints, dtype=np.float64) * np.array([size / width, size / height])
-    radius = max(2.0, size / 64.0)
-    reach = int(np.ceil(radius + 1.0))
+    radius = disc_radius(size)
     for n in range(len(images)):
-        for k, (x, y) in enumerate(points[n]):
-            if not (np.isfinite(x) and np.isfinite(y)):
-                continue
-            col0, col1 = max(0, int(np.floor(x)) - reach), min(size, int(np.floor(x)) + reach + 1)
-            row0, row1 = max(0, int(np.floor(y)) - reach), min(size, int(np.floor(y)) + reach + 1)
-            if col0 >= col1 or row0 >= row1:
-                continue
-            dx = np.arange(col0, col1) + 0.5 - x
-            dy = np.arange(row0, row1) + 0.5 - y
-            dist2 = dy[:, None] ** 2 + dx[None, :] ** 2
-            patch = images[n, row0:row1, col0:col1]
-            patch[dist2 <= (radius + 1.0) ** 2] = 0
-            patch[dist2 <= radius**2] = PALETTE[k % len(PALETTE)]
+        draw_points(images[n], points[n], radius)
     return images
 
 
@@ -337,12 +464,15 @@ def keypoints_command(
 ) -> dict[str, Any]:
     """What `kprl keypoints` does; returns a JSON-able summary (n frames, K, out, video).
 
-    Loads the IMM model from ``checkpoint`` (a run dir, checkpoint dir or state.pt), reads ``frames``
-    (`read_frames`), detects keypoints (`detect`) and writes ``out`` (.npz, atomically) holding ``keypoints``
-    float32 [N, K, 2] (pixel x, y of the input frames), ``image_size`` [H, W], ``model_image_size`` and
-    ``checkpoint_step``; with ``video``, also an mp4 of the frames (``video_size`` px square) with the keypoints
-    drawn. Existing outputs are refused unless ``overwrite`` (checked before any work)."""
-    from kprl.imm_train import load_imm
+    Loads the IMM model from ``checkpoint`` (a run dir, checkpoint dir or state.pt of `kprl imm train`), or the
+    agent of a `kprl train` run of a keypoint agent (sac_ae_imm, sac_imm: its run dir, checkpoint dir or state.pt;
+    `kprl.evaluate.load_agent`), reads ``frames`` (`read_frames`), detects keypoints (`detect`, or `detect_agent`
+    on frame stacks of consecutive frames) and writes ``out`` (.npz, atomically) holding ``keypoints`` float32
+    [N, K, 2] (pixel x, y of the input frames), ``image_size`` [H, W], ``model_image_size`` (the side frames are
+    resized to: the IMM's input, or the agent's render size) and ``checkpoint_step`` (update step, or env step of
+    an agent); with ``video``, also an mp4 of the frames (``video_size`` px square) with the keypoints drawn.
+    Existing outputs are refused unless ``overwrite`` (checked before any work); an agent without keypoints
+    (sac_ae) is a one-line ConfigError."""
     from kprl.train import resolve_device
     from kprl.video import write_video
 
@@ -357,9 +487,28 @@ def keypoints_command(
         raise ConfigError(f"--out {out} is the frame file itself; choose another name")
 
     dev = resolve_device(device)
-    loaded = load_imm(checkpoint, dev)
-    images = read_frames(frames)
-    keypoints = detect(loaded.model, loaded.image_size, images, dev)
+    agent_name: str | None = None
+    if _agent_checkpoint(checkpoint):
+        from kprl.config import render_size
+        from kprl.evaluate import load_agent
+
+        agent, cfg, meta = load_agent(checkpoint=checkpoint, device=str(dev))
+        if agent.keypoint_head_index is None:
+            raise ConfigError(
+                f"{checkpoint} holds a {cfg.agent} agent, which has no keypoints "
+                "(kprl keypoints takes sac_ae_imm / sac_imm runs or kprl imm train runs)"
+            )
+        agent_name, model_size = cfg.agent, render_size(cfg)
+        step, ckpt = int(meta["env_step"]), Path(meta["checkpoint"])
+        images = read_frames(frames)
+        keypoints = detect_agent(agent, cfg, images)
+    else:
+        from kprl.imm_train import load_imm
+
+        loaded = load_imm(checkpoint, dev)
+        model_size, step, ckpt = loaded.image_size, loaded.step, loaded.checkpoint
+        images = read_frames(frames)
+        keypoints = detect(loaded.model, loaded.image_size, images, dev)
 
     height, width = int(images.shape[1]), int(images.shape[2])
     buffer = io.BytesIO()
@@ -367,8 +516,8 @@ def keypoints_command(
         buffer,
         keypoints=keypoints.astype(np.float32, copy=False),
         image_size=np.array([height, width], dtype=np.int64),
-        model_image_size=np.array(loaded.image_size, dtype=np.int64),
-        checkpoint_step=np.array(loaded.step, dtype=np.int64),
+        model_image_size=np.array(model_size, dtype=np.int64),
+        checkpoint_step=np.array(step, dtype=np.int64),
     )
     atomic_write_bytes(out, buffer.getvalue())
     if video is not None:
@@ -377,9 +526,10 @@ def keypoints_command(
         "frames": int(len(images)),
         "keypoints": int(keypoints.shape[1]),
         "image_size": [height, width],
-        "model_image_size": loaded.image_size,
-        "checkpoint": str(loaded.checkpoint),
-        "checkpoint_step": loaded.step,
+        "model_image_size": model_size,
+        "checkpoint": str(ckpt),
+        "checkpoint_step": step,
+        **({"agent": agent_name} if agent_name is not None else {}),
         "out": str(out),
         "video": str(video) if video is not None else None,
     }

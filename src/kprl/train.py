@@ -96,33 +96,99 @@ def _make_env(cfg: C.TrainConfig, seed: int) -> DMCEnv:
     )
 
 
+def keypoint_video_frame(agent: SACAgent, obs: np.ndarray, frame: np.ndarray, render_size: int) -> np.ndarray:
+    """A copy of the video ``frame`` uint8 [S, S, 3] (the env camera's full view at any size S) with the agent's
+    keypoints of the observation ``obs`` uint8 [C, render_size, render_size] drawn as discs
+    (`kprl.detect.draw_points`; colours as `kprl keypoints`).
+
+    The keypoints are found in the centre crop the network sees and mapped to video pixels by
+    `kprl.detect.view_to_frame`; with per-frame keypoints only the newest frame's are drawn. The frame is returned
+    unchanged (not copied) for agents without keypoints."""
+    from kprl.detect import draw_points, newest_frame_keypoints, view_to_frame
+
+    coords = agent.keypoints(torch.as_tensor(obs).unsqueeze(0))
+    if coords is None:
+        return frame
+    coords = newest_frame_keypoints(agent, coords)
+    height, width = int(frame.shape[0]), int(frame.shape[1])
+    points = view_to_frame(coords[0], agent.augmentation.out_size, render_size, height, width)
+    return draw_points(np.array(frame, dtype=np.uint8, copy=True), points)
+
+
+IMM_FIGURE_EXAMPLES = 4
+"""Observation pairs of the first evaluation episode shown in the agent's IMM example figure."""
+
+
+def imm_pair_indices(steps: int, offset: int, examples: int = IMM_FIGURE_EXAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    """(source, target) indices of up to ``examples`` observation pairs ``offset`` steps apart, spread evenly over
+    an episode of ``steps + 1`` observations (reset's included); the offset shrinks to ``steps`` for a shorter
+    episode. Returns two int arrays of equal length (empty when ``steps`` is 0)."""
+    offset = min(max(1, offset), steps)
+    if offset < 1:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    source = np.unique(np.round(np.linspace(0, steps - offset, examples)).astype(np.int64))
+    return source, source + offset
+
+
+def _imm_objective_offset(agent: SACAgent) -> int | None:
+    """The IMM target offset of an agent that has an IMM objective (GenNet) and keypoints, else None."""
+    from kprl.agents.representations import IMMObjective
+
+    if agent.keypoint_head_index is None:
+        return None
+    for objective in agent.objectives:
+        if isinstance(objective, IMMObjective):
+            return int(objective.target_offset)
+    return None
+
+
 def evaluate(
     agent: SACAgent,
     cfg: C.TrainConfig,
     eval_seed: int,
     episodes: int,
     video_path: Path | None = None,
+    figure_path: Path | None = None,
 ) -> dict[str, float]:
     """Run ``episodes`` episodes with the deterministic policy on a fresh env seeded by ``eval_seed``.
 
     Training seeds each evaluation from the run seed and the env step (not from a running RNG), so evaluations are
-    identical whether or not the run was interrupted and resumed."""
+    identical whether or not the run was interrupted and resumed.
+
+    ``video_path``: write the first episode as an mp4 of ``cfg.video_size`` px frames; for agents with keypoints
+    each frame shows the keypoints of its observation (`keypoint_video_frame`). ``figure_path``: for agents with
+    an IMM objective, write the IMM example figure of ``IMM_FIGURE_EXAMPLES`` observation pairs spread over the
+    first episode (`kprl.viz.imm.write_agent_imm_figure`); ignored for other agents. Neither changes the actions:
+    keypoints are computed only for the video and the figure, after acting."""
     env = make_env(cfg, seed=eval_seed)
+    render = C.render_size(cfg)
+    draw = video_path is not None and agent.keypoint_head_index is not None
+    offset = _imm_objective_offset(agent) if figure_path is not None else None
     agent.train(False)
     returns: list[float] = []
     try:
         for episode in range(episodes):
             step = env.reset()
-            frames = [env.render(cfg.video_size)] if video_path is not None and episode == 0 else None
+            frames: list[np.ndarray] | None = None
+            if video_path is not None and episode == 0:
+                frames = [env.render(cfg.video_size)]
+                if draw:
+                    frames[0] = keypoint_video_frame(agent, step.obs, frames[0], render)
+            observations = [step.obs.copy()] if offset is not None and episode == 0 else None
             total = 0.0
             while not step.last:
                 step = env.step(agent.act(step.obs, deterministic=True))
                 total += step.reward
                 if frames is not None:
-                    frames.append(env.render(cfg.video_size))
+                    frame = env.render(cfg.video_size)
+                    frames.append(keypoint_video_frame(agent, step.obs, frame, render) if draw else frame)
+                if observations is not None:
+                    observations.append(step.obs.copy())
             returns.append(total)
             if frames is not None and video_path is not None:
                 write_video(video_path, frames, fps=max(1, 30 // max(1, env.action_repeat // 2)))
+            if observations is not None and offset is not None and figure_path is not None:
+                _write_imm_figure(agent, observations, offset, figure_path)
     finally:
         env.close()
         agent.train(True)
@@ -133,6 +199,18 @@ def evaluate(
         "episode_return_max": float(np.max(returns)),
         "episodes": float(len(returns)),
     }
+
+
+def _write_imm_figure(agent: SACAgent, observations: list[np.ndarray], offset: int, path: Path) -> Path | None:
+    """The agent's IMM example figure of pairs of one episode's observations (`imm_pair_indices`); None when the
+    episode is too short for a pair."""
+    from kprl.viz.imm import write_agent_imm_figure
+
+    source, target = imm_pair_indices(len(observations) - 1, offset)
+    if len(source) == 0:
+        return None
+    stacked = np.stack(observations)
+    return write_agent_imm_figure(agent, stacked[source], stacked[target], path)
 
 
 @dataclass
@@ -247,9 +325,15 @@ class Workspace:
         video = (
             self.run_dir / "videos" / f"eval_{s.env_step:08d}.mp4" if self.cfg.video and self.cfg.eval_episodes else None
         )
+        # The agent's IMM example (source, target + keypoints, generated target) at every evaluation.
+        figure = (
+            self.run_dir / "figures" / f"imm_example_{s.env_step:08d}.png"
+            if self.cfg.eval_episodes and _imm_objective_offset(self.agent) is not None
+            else None
+        )
         t0 = time.perf_counter()
         eval_seed = self.cfg.seed + EVAL_SEED_OFFSET + s.env_step
-        result = evaluate(self.agent, self.cfg, eval_seed, self.cfg.eval_episodes, video)
+        result = evaluate(self.agent, self.cfg, eval_seed, self.cfg.eval_episodes, video, figure)
         eval_seconds = time.perf_counter() - t0
         row = {
             "env_step": s.env_step,

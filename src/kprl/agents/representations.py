@@ -157,7 +157,7 @@ def _imm(
     """The poster's IMM: a keypoint head on the shared maps, and a GenNet whose own trunk has the encoder's shape."""
     kp = cfg.keypoint
     frames = cfg.env.frame_stack if kp.per_frame else 1
-    head = KeypointHead(maps_shape[0], kp.keypoints, kp.sigma, frames=frames)
+    head = KeypointHead(maps_shape[0], kp.keypoints, kp.sigma, frames=frames, appearance=kp.keypoint_features)
     if kp.freeze_keynet:  # a fixed pretrained KeyNet: no IMM loss to train it
         return Representation("imm", head, None, share_with_actor=True)
     gen_cfg = IMMConfig(

@@ -56,7 +56,9 @@ class KeypointHead(nn.Module):
     keypoints' Gaussian maps (Jakab et al. 2018, Sec. 3.1). ``out_dim`` = 2K: as an encoder head its output is the
     flattened (x, y) coordinates."""
 
-    def __init__(self, in_channels: int, num_keypoints: int, sigma: float, frames: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, num_keypoints: int, sigma: float, frames: int = 1, appearance: bool = False
+    ) -> None:
         super().__init__()
         if num_keypoints < 1:
             raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
@@ -68,7 +70,8 @@ class KeypointHead(nn.Module):
         self.num_keypoints = num_keypoints
         self.frames = frames
         self.sigma = sigma
-        self.out_dim = 2 * num_keypoints * frames
+        self.appearance = appearance
+        self.out_dim = 2 * num_keypoints * frames + (num_keypoints * in_channels if appearance else 0)
         self.apply(weight_init)
 
     def keypoints(self, maps: torch.Tensor) -> KeypointOutput:
@@ -85,8 +88,18 @@ class KeypointHead(nn.Module):
         return self.score(maps.reshape(b * self.frames, c // self.frames, h, w)).reshape(b, -1, h, w)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        """Flattened keypoints [B, 2K] (x1, y1, x2, y2, ...): the head's contribution to an agent's features."""
-        return keypoints_from_scores(self.scores(maps)).coords.flatten(1)
+        """Flattened keypoints [B, 2K] (x1, y1, x2, y2, ...): the head's contribution to an agent's features.
+
+        With ``appearance``, followed by each keypoint's features [K * C/S]: the frame's conv maps averaged under
+        the keypoint's Gaussian map (what is at the keypoint, not only where it is)."""
+        if not self.appearance:
+            return keypoints_from_scores(self.scores(maps)).coords.flatten(1)
+        kp = self.keypoints(maps)
+        b, c, h, w = maps.shape
+        per_frame = maps.reshape(b, self.frames, 1, c // self.frames, h * w)
+        weights = kp.gauss_maps.reshape(b, self.frames, self.num_keypoints, 1, h * w).to(maps.dtype)
+        pooled = (per_frame * weights).sum(-1) / weights.sum(-1).clamp_min(1e-6)
+        return torch.cat([kp.coords.flatten(1).to(maps.dtype), pooled.flatten(1)], dim=1)
 
 
 class KeyNet(nn.Module):
