@@ -1,6 +1,6 @@
 """Throughput benchmark: prints one JSON object.
 
-* updates/s of each agent at the reference hyperparameters (batch 128, 9x84x84 observations, 1-d action,
+* updates/s of each agent (sac_ae, sac_ae_imm, sac_imm) at the reference hyperparameters (batch 128, 9x84x84 observations, 1-d action,
   hidden 1024), for fp32 (the reference arithmetic) and bf16 autocast, measured in the same process so the ratio is
   meaningful on a shared, noisy machine;
 * env steps/s of cartpole swingup including rendering (action repeat 8, 84 px) with random actions;
@@ -53,14 +53,14 @@ def time_updates(agent_name: str, precision: str, replay: FrameReplay, updates: 
     agent = make_agent(cfg, OBS_SHAPE, ACTION_DIM, device)
     rng = np.random.default_rng(0)
     for step in range(warmup):
-        agent.update(replay.sample(BATCH, rng, device=device), step)
+        agent.update(replay.sample(BATCH, rng, target_offset=agent.target_offset, device=device), step)
     sample_seconds = 0.0
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for step in range(warmup, warmup + updates):
         ts = time.perf_counter()
-        batch = replay.sample(BATCH, rng, device=device)
+        batch = replay.sample(BATCH, rng, target_offset=agent.target_offset, device=device)
         sample_seconds += time.perf_counter() - ts
         agent.update(batch, step)
     if device.startswith("cuda"):
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--agents", default="sac_ae")
+    parser.add_argument("--agents", default="sac_ae,sac_ae_imm,sac_imm")
     args = parser.parse_args()
 
     replay = filled_replay()
