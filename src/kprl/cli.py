@@ -45,6 +45,8 @@ class EvalArgs:
     """Torch device."""
     seed: int = 0
     """Seed of the evaluation episodes (training evaluates with run seed + 100000 + env step)."""
+    imm_figure: Path | None = None
+    """Write the IMM example figure of the first episode here (.png; sac_ae_imm and sac_imm only)."""
 
 
 @dataclass
@@ -209,6 +211,7 @@ def cmd_eval(args: list[str]) -> int:
         video_size=ea.video_size,
         device=ea.device,
         seed=ea.seed,
+        imm_figure=ea.imm_figure,
     )
     print(json.dumps(result))
     return 0

@@ -130,7 +130,7 @@ def imm_pair_indices(steps: int, offset: int, examples: int = IMM_FIGURE_EXAMPLE
     return source, source + offset
 
 
-def _imm_objective_offset(agent: SACAgent) -> int | None:
+def imm_objective_offset(agent: SACAgent) -> int | None:
     """The IMM target offset of an agent that has an IMM objective (GenNet) and keypoints, else None."""
     from kprl.agents.representations import IMMObjective
 
@@ -163,7 +163,7 @@ def evaluate(
     env = make_env(cfg, seed=eval_seed)
     render = C.render_size(cfg)
     draw = video_path is not None and agent.keypoint_head_index is not None
-    offset = _imm_objective_offset(agent) if figure_path is not None else None
+    offset = imm_objective_offset(agent) if figure_path is not None else None
     agent.train(False)
     returns: list[float] = []
     try:
@@ -328,7 +328,7 @@ class Workspace:
         # The agent's IMM example (source, target + keypoints, generated target) at every evaluation.
         figure = (
             self.run_dir / "figures" / f"imm_example_{s.env_step:08d}.png"
-            if self.cfg.eval_episodes and _imm_objective_offset(self.agent) is not None
+            if self.cfg.eval_episodes and imm_objective_offset(self.agent) is not None
             else None
         )
         t0 = time.perf_counter()

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from kprl.agents.sac import SACAgent
+
 FIGURES_DIR = "figures"
 DPI = 110
 MAX_COLUMNS = 5
@@ -157,8 +159,13 @@ def _run_model(
     return source, target, IMMOutput(out.generated.detach().float().cpu(), keypoints)
 
 
-def _example_figure(source: torch.Tensor, target: torch.Tensor, out: IMMOutput, path: Path) -> Path:
-    """The IMM example (Jakab et al. 2018, Fig. 1): source, target with keypoints, generated target; one row each."""
+def _example_figure(
+    source: torch.Tensor, target: torch.Tensor, out: IMMOutput, path: Path, title: str | None = None
+) -> Path:
+    """The IMM example (Jakab et al. 2018, Fig. 1): source, target with keypoints, generated target; one row each.
+
+    ``source``/``target`` uint8 [N, 3, H, W], ``out.generated`` [N, 3, H, W] in [-0.5, 0.5], ``out.keypoints.coords``
+    [N, K, 2] in [-1, 1] of the target; ``title`` replaces the default suptitle."""
     plt = _pyplot()
     count, _, height, width = target.shape
     colours = _keypoint_colours(out.keypoints.coords.shape[1])
@@ -181,7 +188,7 @@ def _example_figure(source: torch.Tensor, target: torch.Tensor, out: IMMOutput, 
             if row == 0:
                 ax.set_title(titles[col], fontsize=10)
     fig.suptitle(
-        "IMM: the generator draws the target from the source and the target's keypoints", fontsize=10
+        title or "IMM: the generator draws the target from the source and the target's keypoints", fontsize=10
     )
     fig.tight_layout()
     return _save(fig, path)
@@ -337,6 +344,62 @@ def write_imm_figures(
     ]
     loss = _loss_figure(run_dir, out_dir / "loss_curve.png")
     return paths + ([loss] if loss is not None else [])
+
+
+def _agent_imm_output(
+    agent: SACAgent, source_obs: np.ndarray | torch.Tensor, target_obs: np.ndarray | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, IMMOutput]:
+    """Run an agent's own IMM on observation pairs: the centre crops the network sees (uint8 [N, C, S, S]) of
+    source and target, the generated target stacks and the target's keypoints (float32, CPU).
+
+    The keypoints are those the IMM loss uses (`kprl.agents.representations.IMMObjective`): the keypoint head on
+    the critic encoder's maps of the target; the GenNet renders the target from the source and their Gaussian
+    maps. Runs without gradients in eval mode (the agent's mode is restored)."""
+    from kprl.agents.representations import IMMObjective
+
+    objective = next((o for o in agent.objectives if isinstance(o, IMMObjective)), None)
+    if objective is None:
+        raise ValueError("the agent has no IMM objective (agents sac_ae_imm and sac_imm have one)")
+    source = agent.augmentation.eval(torch.as_tensor(source_obs).to(agent.device))
+    target = agent.augmentation.eval(torch.as_tensor(target_obs).to(agent.device))
+    was_training = agent.critic.training
+    agent.train(False)
+    try:
+        with torch.no_grad(), agent.autocast():
+            keypoints = objective._head[0].keypoints(agent.critic.encoder.trunk(target))
+            generated = objective.gennet(source, keypoints.gauss_maps)
+    finally:
+        agent.train(was_training)
+    keypoints = KeypointOutput(*(t.detach().float().cpu() for t in keypoints))
+    return source.cpu(), target.cpu(), IMMOutput(generated.detach().float().cpu(), keypoints)
+
+
+def write_agent_imm_figure(
+    agent: SACAgent, source_obs: np.ndarray | torch.Tensor, target_obs: np.ndarray | torch.Tensor, path: Path
+) -> Path:
+    """The poster's "IMM example from SAC+AE+IMM": the IMM example figure of a keypoint agent's own IMM.
+
+    ``source_obs``/``target_obs`` are uint8 observation stacks [N, C, H, W] as the env returns them (N examples;
+    typically observations ``imm_target_offset`` steps apart in one episode). Row n shows, in the centre crop the
+    network sees, the newest frame of the source, the newest frame of the target with its keypoints (per-frame
+    keypoints: the newest frame's; colours as every IMM figure) and the newest frame of the generated target stack
+    (channels -3:). Written atomically as PNG to ``path``; returns ``path``. A ValueError for an agent without an
+    IMM objective or mismatched inputs."""
+    from kprl.detect import newest_frame_keypoints
+
+    source_obs, target_obs = torch.as_tensor(source_obs), torch.as_tensor(target_obs)
+    if source_obs.dtype != torch.uint8 or target_obs.dtype != torch.uint8:
+        raise ValueError("source and target observations must be uint8")
+    if source_obs.dim() != 4 or source_obs.shape != target_obs.shape or len(source_obs) == 0:
+        raise ValueError(
+            f"source and target must be non-empty [N, C, H, W] of one shape, got {tuple(source_obs.shape)} "
+            f"and {tuple(target_obs.shape)}"
+        )
+    source, target, out = _agent_imm_output(agent, source_obs, target_obs)
+    coords = newest_frame_keypoints(agent, out.keypoints.coords)
+    shown = IMMOutput(out.generated[:, -3:], out.keypoints._replace(coords=coords))
+    title = "The agent's IMM: it draws the target from the source and the target's keypoints (newest frames)"
+    return _example_figure(source[:, -3:], target[:, -3:], shown, Path(path), title=title)
 
 
 def _load_split(path: Path) -> EpisodeSplit:
