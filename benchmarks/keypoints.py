@@ -11,7 +11,7 @@ from the run's own log, and the held-out landmark errors (pixels of the 84 px ce
 MSE. The README's keypoint numbers come from this script; the run directory is what results/ commits.
 
 Usage: ``python benchmarks/keypoints.py [--data data/cartpole] [--run-dir runs/imm-bench] [--env-steps 50000]
-[--config results/keypoints/cartpole/config.json] [--steps N] [--device cpu]``.
+[--config results/keypoints/cartpole/config.json] [--steps N] [--device cpu] [any other kprl imm train flag]``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=None, help="an IMM train config.json to start from")
     parser.add_argument("--steps", type=int, default=None, help="override the number of updates")
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    args, train_flags = parser.parse_known_args()
 
     collect_s = run_stage(
         ["collect", "--task", "cartpole_swingup", "--env-steps", str(args.env_steps), "--out", str(args.data)]
@@ -64,6 +64,7 @@ def main() -> None:
         train_args += ["--config", str(args.config)]
     if args.steps is not None:
         train_args += ["--steps", str(args.steps)]
+    train_args += train_flags
     train_s = run_stage(train_args)
     eval_s = run_stage(["imm", "eval", "--run-dir", str(args.run_dir), "--device", args.device])
     result = json.loads((args.run_dir / "landmark_eval.json").read_text())

@@ -120,7 +120,8 @@ class KeypointsArgs:
     """Detect keypoints in frames with a trained IMM model; write them as npz (and optionally an overlay video)."""
 
     checkpoint: Path
-    """Run directory of `kprl imm train`, one of its checkpoint directories, or a state.pt."""
+    """Run directory of `kprl imm train` or of a keypoint agent (`kprl train --agent sac_ae_imm|sac_imm`), one of
+    its checkpoint directories, or a state.pt."""
     frames: Path
     """An .npz with `frames` uint8 [N, H, W, 3], a folder of PNGs, or a video."""
     out: Path
