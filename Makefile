@@ -5,9 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
-# The main job: a short CPU run on cartpole swingup (about 10 minutes on 2 cores), then its figures.
+# The main job: a short CPU run of the poster's keypoint agent (SAC+AE+IMM, random crop) on cartpole swingup,
+# then its figures: learning curve, eval videos with the agent's keypoints drawn, the agent's IMM example figure.
 RUN_DIR   ?= runs/main
-RUN_ARGS  ?= --agent sac_ae --task cartpole_swingup --seed 1 --env-steps 5000 --seed-steps 1000 \
+RUN_ARGS  ?= --agent sac_ae_imm --augmentation crop --task cartpole_swingup --seed 1 --env-steps 5000 --seed-steps 1000 \
              --eval-every 1000 \
              --checkpoint-every 1000 --eval-episodes 3 --precision bf16
 
@@ -29,7 +30,8 @@ run: $(STAMP)
 	$(BIN)/kprl plot --run-dir $(RUN_DIR)
 	@echo "run dir:        $(RUN_DIR)"
 	@echo "learning curve: $(RUN_DIR)/curves.png  (data: $(RUN_DIR)/eval.csv, $(RUN_DIR)/train.csv)"
-	@echo "eval videos:    $(RUN_DIR)/videos/"
+	@echo "eval videos:    $(RUN_DIR)/videos/  (keypoints drawn)"
+	@echo "IMM examples:   $(RUN_DIR)/figures/imm_example_<env step>.png"
 	@echo "tensorboard:    $(BIN)/tensorboard --logdir $(RUN_DIR)/tb"
 
 test: $(STAMP)
