@@ -6,8 +6,7 @@ STAMP  := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 
 # The main job (~18 min on 2 CPU cores): a short run of the poster's keypoint agent (SAC+AE+IMM, random crop) on
-# cartpole swingup,
-# then its figures: learning curve, eval videos with the agent's keypoints drawn, the agent's IMM example figure.
+# cartpole swingup, then its figures: learning curve, eval videos with keypoints drawn, the agent's IMM examples.
 RUN_DIR   ?= runs/main
 RUN_ARGS  ?= --agent sac_ae_imm --augmentation crop --task cartpole_swingup --seed 1 --env-steps 5000 --seed-steps 1000 \
              --eval-every 1000 \
