@@ -41,8 +41,19 @@ def write_checkpoint(run_dir: Path, step: int = 7) -> IMM:
     return model
 
 
+class ImageGrid(nn.Module):
+    """A stand-in trunk whose "maps" are the image itself: map coordinates are image coordinates."""
+
+    def image_coords(self, coords: torch.Tensor) -> torch.Tensor:
+        return coords
+
+
 class CentroidKeyNet(nn.Module):
-    """Keypoint 0: the brightness centroid of the input (normalised coords); keypoint 1: always (0, 0)."""
+    """Keypoint 0: the brightness centroid of the input (normalised image coords); keypoint 1: always (0, 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = ImageGrid()
 
     def forward(self, frames: torch.Tensor) -> KeypointOutput:
         b, _, h, w = frames.shape

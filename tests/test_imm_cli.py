@@ -131,3 +131,34 @@ def test_imm_command_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert main(["imm", "eval", "--run-dir", str(tmp_path)]) == 2
     assert "config.json" in capsys.readouterr().err
     assert main(["keypoints", "--checkpoint", str(tmp_path), "--frames", "x.npz", "--out", "kp.npz"]) == 2
+
+
+def test_restart_before_the_first_checkpoint_starts_the_logs_afresh(squares: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = tiny_cfg(squares, run, 5)
+    train_imm(cfg, quiet=True)
+    for path in (run / "checkpoints").iterdir():  # as if killed before its first checkpoint was written
+        import shutil
+
+        shutil.rmtree(path)
+    train_imm(cfg, quiet=True)
+    steps = [r.split(",")[0] for r in (run / "eval.csv").read_text().splitlines()[1:]]
+    assert steps == ["0", "5"]
+
+
+def test_imm_eval_uses_the_given_ridge(squares: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    train_imm(tiny_cfg(squares, run, 5), quiet=True)
+    assert main(["imm", "eval", "--run-dir", str(run), "--pairs", "8", "--ridge", "0"]) == 0
+    exact = json.loads(capsys.readouterr().out)
+    assert main(["imm", "eval", "--run-dir", str(run), "--pairs", "8", "--ridge", "1e6"]) == 0
+    shrunk = json.loads(capsys.readouterr().out)
+    assert shrunk["ridge"] == 1e6 and shrunk["error/mean"] != exact["error/mean"]
+
+
+def test_checkpoint_interval_must_be_a_multiple_of_the_log_interval(
+    squares: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["imm", "train", "--data", str(squares), "--run-dir", str(tmp_path / "r"), "--log-every", "3"]
+    assert main([*args, "--checkpoint-every", "10"]) == 2
+    assert "multiple of --log-every" in capsys.readouterr().err

@@ -86,3 +86,23 @@ def test_crops_share_the_window_and_centre_crop_matches_the_offset() -> None:
     assert centre.tolist() == [[2, 2]] and centre_offset(10, 6) == 2
     with pytest.raises(ValueError):
         crop_windows(10, 10, 12, 1, None)
+
+
+@pytest.mark.parametrize(("size", "layers"), [(84, 4), (64, 2), (33, 3)])
+def test_image_coords_put_map_cells_over_their_receptive_field_centres(size: int, layers: int) -> None:
+    from kprl.nets.encoder import ConvTrunk
+    from kprl.nets.keypoints import coordinate_grid, to_pixels
+
+    trunk = ConvTrunk(3, size, layers, 2)
+    for conv in trunk.convs:  # positive weights: every pixel in a receptive field gets a gradient
+        torch.nn.init.constant_(conv.weight, 0.1)
+        torch.nn.init.constant_(conv.bias, 0.1)
+    side = trunk.out_shape[-1]
+    grid = coordinate_grid(side)
+    for row, col in [(0, 0), (side // 2, side - 1), (side - 1, 3)]:
+        x = torch.full((1, 3, size, size), 128.0, requires_grad=True)
+        trunk(x)[0, :, row, col].sum().backward()
+        rows, cols = torch.nonzero(x.grad[0].abs().sum(0), as_tuple=True)
+        centre = torch.tensor([(cols.min() + cols.max()) / 2 + 0.5, (rows.min() + rows.max()) / 2 + 0.5])
+        coords = trunk.image_coords(torch.tensor([[[grid[col], grid[row]]]]))
+        torch.testing.assert_close(to_pixels(coords, size, size)[0, 0], centre)

@@ -412,6 +412,11 @@ def validate_imm_train(cfg: IMMTrainConfig) -> None:
     }.items():
         _check(value >= 1, f"{flag(name)} must be >= 1, got {value}")
     _check(0 < cfg.val_fraction < 1, f"--val-fraction must be in (0, 1), got {cfg.val_fraction}")
+    _check(
+        cfg.checkpoint_every % cfg.log_every == 0,
+        f"--checkpoint-every ({cfg.checkpoint_every}) must be a multiple of --log-every ({cfg.log_every}), so that a"
+        " resumed run logs the same rows as an uninterrupted one",
+    )
     _check(cfg.threads is None or cfg.threads >= 1, "--threads must be >= 1")
     _check(
         cfg.device == "cpu" or cfg.device.startswith("cuda") or cfg.device == "mps",

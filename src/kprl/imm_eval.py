@@ -76,7 +76,10 @@ def evaluate_imm(
     same_data = data is None or data_dir.resolve() == Path(cfg.data).resolve()
     split = _read_split(run_dir) if same_data else split_episodes(dataset.episode_ids(), cfg.val_fraction, cfg.seed)
     dev = resolve_device(device)
-    report = landmark_report(model, dataset, split, dev)
+    try:
+        report = landmark_report(model, dataset, split, dev, ridge=ridge)
+    except ValueError as exc:
+        raise DataError(f"{data_dir}: cannot fit the landmark regression: {exc}") from exc
     mse = reconstruction_mse(model, dataset.frames, dataset.episode, split.val, cfg.max_offset, pairs, cfg.seed + 2)
     shift = centre_offset(dataset.image_size, loaded.image_size)
     result: dict[str, Any] = {

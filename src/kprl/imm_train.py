@@ -73,13 +73,19 @@ def detect_keypoints(
         chunk = indices[start : start + batch_size]
         windows = crop_windows(frames.shape[1], frames.shape[2], size, len(chunk), None)
         x = crop_frames(frames, chunk, windows, size).to(device)
-        out.append(to_pixels(model.keynet(x).coords.float(), size, size).cpu().numpy())
+        coords = model.keynet.trunk.image_coords(model.keynet(x).coords.float())
+        out.append(to_pixels(coords, size, size).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, model.cfg.keypoints, 2), np.float32)
 
 
 def landmark_report(
-    model: IMM, data: FrameDataset, split: EpisodeSplit, device: torch.device, max_train_frames: int | None = None
+    model: IMM,
+    data: FrameDataset,
+    split: EpisodeSplit,
+    device: torch.device,
+    max_train_frames: int | None = None,
+    ridge: float = 1e-3,
 ) -> dict[str, float]:
     """Held-out landmark error (pixels of the centre crop) of a ridge regressor fitted on training frames."""
     train_idx = frames_of(data, split.train)
@@ -94,6 +100,7 @@ def landmark_report(
         data.landmarks[val_idx] - shift,
         model.image_size,
         data.landmark_names,
+        ridge,
     )
 
 
@@ -144,14 +151,16 @@ class IMMTrainer:
         self.val_source, self.val_target = val_sampler.sample(cfg.val_pairs, np.random.default_rng(cfg.seed + 1))
         self.step = 0
         self.wall_seconds = 0.0
-        self._resume()
-        self.logger = RunLogger(self.run_dir, resume_step=self.step, quiet=quiet, key="step")
+        resumed = self._resume()
+        # Without a checkpoint every earlier row is from a killed first attempt: start the logs afresh.
+        self.logger = RunLogger(self.run_dir, resume_step=self.step if resumed else -1, quiet=quiet, key="step")
 
     # ------------------------------------------------------------------------------------------ checkpoints
-    def _resume(self) -> None:
+    def _resume(self) -> bool:
+        """Restore the newest checkpoint, if any; True when one was restored."""
         ckpt = find_checkpoint(self.run_dir)
         if ckpt is None:
-            return
+            return False
         state = load_state(ckpt, map_location=self.device)
         if state.get("kind") != MODEL_KIND:
             raise CheckpointError(f"checkpoint {ckpt} is not a standalone IMM checkpoint")
@@ -163,6 +172,7 @@ class IMMTrainer:
         self.step = int(state["step"])
         self.wall_seconds = float(state["wall_seconds"])
         _set_rng_state(state["rng"], self.np_rng)
+        return True
 
     def save(self) -> Path:
         """Checkpoint model, optimiser, counters and RNGs (resumable) at the current step."""

@@ -84,8 +84,9 @@ class RunLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            # purge_step hides events written after the checkpoint by a killed earlier attempt.
-            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=resume_step if resume_step else None)
+            # purge_step hides events written after the checkpoint by a killed earlier attempt; the checkpoint's own
+            # step was logged before it was saved, so it stays. resume_step -1 (no checkpoint) purges everything.
+            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=resume_step + 1)
 
     def scalars(self, values: dict[str, float], env_step: int) -> None:
         if self.writer is not None:

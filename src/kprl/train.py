@@ -282,14 +282,16 @@ class Workspace:
         )
         self.agent = make_agent(cfg, self.env.obs_shape, self.env.action_dim, self.device)
         self.state = LoopState()
-        self._resume()
-        self.logger = RunLogger(self.run_dir, resume_step=self.state.env_step, quiet=quiet)
+        resumed = self._resume()
+        # Without a checkpoint every earlier row is from a killed first attempt: start the logs afresh.
+        self.logger = RunLogger(self.run_dir, resume_step=self.state.env_step if resumed else -1, quiet=quiet)
 
     # ------------------------------------------------------------------------------------------ checkpoints
-    def _resume(self) -> None:
+    def _resume(self) -> bool:
+        """Restore the newest checkpoint, if any; True when one was restored."""
         ckpt = find_checkpoint(self.run_dir)
         if ckpt is None:
-            return
+            return False
         state = load_state(ckpt, map_location=self.device)
         if state.get("agent_name") != self.cfg.agent:
             raise CheckpointError(f"checkpoint {ckpt} belongs to agent {state.get('agent_name')!r}, not {self.cfg.agent!r}")
@@ -306,6 +308,7 @@ class Workspace:
             raise CheckpointError(f"replay buffer in {ckpt} does not fit this run: {exc}") from exc
         self.state = LoopState(**{k: (float(v) if k == "wall_seconds" else int(v)) for k, v in state["loop"].items()})
         _set_rng_state(state["rng"], self.np_rng, self.aug_gen, self.env)
+        return True
 
     def save(self) -> Path:
         """Checkpoint everything needed to resume (call at an episode boundary)."""

@@ -239,9 +239,10 @@ class SACAgent:
 
     @torch.no_grad()
     def keypoints(self, obs: torch.Tensor) -> torch.Tensor | None:
-        """Keypoints [B, K, 2], (x, y) in [-1, 1] of the network's (centre-cropped) view, of uint8 observation
-        stacks [B, C, H, W] as stored; None for agents without keypoints. Pixel coordinates of the view:
-        ``kprl.nets.keypoints.to_pixels(kp, augmentation.out_size, augmentation.out_size)``."""
+        """Keypoints [B, K, 2] (per-frame keypoints: [B, S*K, 2], oldest frame's first), (x, y) in [-1, 1] of the
+        network's (centre-cropped) *view image* (`ConvTrunk.image_coords`: placed where their map cells look), of
+        uint8 observation stacks [B, C, H, W] as stored; None for agents without keypoints. Pixel coordinates of
+        the view: ``kprl.nets.keypoints.to_pixels(kp, augmentation.out_size, augmentation.out_size)``."""
         index = self.keypoint_head_index
         if index is None:
             return None
@@ -249,7 +250,7 @@ class SACAgent:
         with self.autocast():
             maps = self.critic.encoder.trunk(x)
             coords = self.critic.encoder.heads[index].keypoints(maps).coords
-        return coords.float()
+        return self.critic.encoder.trunk.image_coords(coords.float())
 
     # ------------------------------------------------------------------------------------------------ update
     def update(self, batch: Batch, step: int, generator: torch.Generator | None = None) -> dict[str, float]:

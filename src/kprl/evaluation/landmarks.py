@@ -98,7 +98,15 @@ def regression_report(
         ("error_inview", np.broadcast_to(train_vis.all(1, keepdims=True), train_vis.shape),
          np.broadcast_to(test_vis.all(1, keepdims=True), test_vis.shape)),
     ):  # fmt: skip
-        model = fit_landmark_regression(train_keypoints, train_landmarks, fit_vis, ridge)
+        try:
+            model = fit_landmark_regression(train_keypoints, train_landmarks, fit_vis, ridge)
+        except ValueError:
+            if prefix == "error":
+                raise
+            # Too few frames with every landmark in view: the per-landmark errors above still stand.
+            report.update({f"{prefix}/{name}": float("nan") for name in names})
+            report[f"{prefix}/mean"] = float("nan")
+            continue
         predicted = model.predict(test_keypoints)
         per = landmark_errors(predicted, test_landmarks, score_vis)
         dist = np.linalg.norm(predicted - test_landmarks, axis=-1)

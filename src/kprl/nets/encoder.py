@@ -67,7 +67,24 @@ class ConvTrunk(nn.Module):
         if side < 1:
             raise ValueError(f"{num_layers} conv layers leave no feature map of a {image_size} px image")
         self.out_shape: tuple[int, int, int] = (num_filters, side, side)
+        self.image_size = image_size
+        self.num_layers = num_layers
         self.apply(weight_init)
+
+    def image_coords(self, coords: torch.Tensor) -> torch.Tensor:
+        """Points in [-1, 1] of the feature-map grid (keypoints) -> the same points in [-1, 1] of the input image.
+
+        The maps do not span the image: unpadded 3x3 convs, the first with stride 2, put map cell k over the input
+        pixel of index 2k + 2L - 1 (its receptive field's centre; L conv layers), e.g. cells 0..34 over pixels
+        7..75 of an 84 px image. Use before `kprl.nets.keypoints.to_pixels` to place keypoints on the image."""
+        side = self.out_shape[-1]
+        pixel_index = (coords + 1.0) * (side - 1) + (2 * self.num_layers - 1)
+        return pixel_index / max(self.image_size - 1, 1) * 2.0 - 1.0
+
+    @property
+    def image_scale(self) -> float:
+        """Length of one unit of map coordinates in image coordinates (both [-1, 1] normalised)."""
+        return 2.0 * (self.out_shape[-1] - 1) / max(self.image_size - 1, 1)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.float() / 255.0
@@ -89,6 +106,14 @@ class PerFrameTrunk(nn.Module):
         self.frames = frames
         f, h, w = trunk.out_shape
         self.out_shape: tuple[int, int, int] = (frames * f, h, w)
+
+    def image_coords(self, coords: torch.Tensor) -> torch.Tensor:
+        """See `ConvTrunk.image_coords` (every frame has the same geometry)."""
+        return self.trunk.image_coords(coords)
+
+    @property
+    def image_scale(self) -> float:
+        return self.trunk.image_scale
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         b, c, h, w = obs.shape

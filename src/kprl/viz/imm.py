@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from kprl import config as C
 from kprl.checkpoint import atomic_write_bytes
@@ -34,7 +33,7 @@ from kprl.errors import ConfigError, DataError
 from kprl.imm_pairs import PairSampler, crop_frames, crop_windows
 from kprl.imm_train import EpisodeSplit, load_imm
 from kprl.nets.imm import IMM, IMMOutput, KeypointOutput
-from kprl.nets.keypoints import to_pixels
+from kprl.nets.keypoints import gaussian_maps, to_pixels
 from kprl.viz.curves import read_csv
 
 if TYPE_CHECKING:
@@ -160,16 +159,22 @@ def _run_model(
 
 
 def _example_figure(
-    source: torch.Tensor, target: torch.Tensor, out: IMMOutput, path: Path, title: str | None = None
+    source: torch.Tensor,
+    target: torch.Tensor,
+    out: IMMOutput,
+    path: Path,
+    image_coords: torch.Tensor,
+    title: str | None = None,
 ) -> Path:
     """The IMM example (Jakab et al. 2018, Fig. 1): source, target with keypoints, generated target; one row each.
 
-    ``source``/``target`` uint8 [N, 3, H, W], ``out.generated`` [N, 3, H, W] in [-0.5, 0.5], ``out.keypoints.coords``
-    [N, K, 2] in [-1, 1] of the target; ``title`` replaces the default suptitle."""
+    ``source``/``target`` uint8 [N, 3, H, W], ``out.generated`` [N, 3, H, W] in [-0.5, 0.5], ``image_coords``
+    [N, K, 2] the target's keypoints in [-1, 1] of the image (`ConvTrunk.image_coords`); ``title`` replaces the
+    default suptitle."""
     plt = _pyplot()
     count, _, height, width = target.shape
-    colours = _keypoint_colours(out.keypoints.coords.shape[1])
-    points = to_pixels(out.keypoints.coords, width, height).numpy()
+    colours = _keypoint_colours(image_coords.shape[1])
+    points = to_pixels(image_coords, width, height).numpy()
     fig, axes = plt.subplots(count, 3, figsize=(7.2, 2.4 * count + 0.3), squeeze=False)
     # Pixel corners: pixel (i, j) covers [i, i+1] x [j, j+1], the convention of to_pixels.
     extent = (0, width, height, 0)
@@ -227,7 +232,9 @@ def _score_map_figure(kp: KeypointOutput, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _gaussian_figure(target: torch.Tensor, kp: KeypointOutput, path: Path) -> Path:
+def _gaussian_figure(
+    target: torch.Tensor, kp: KeypointOutput, path: Path, image_coords: torch.Tensor, image_sigma: float
+) -> Path:
     """Gaussian maps of the first example's keypoints, and all of them over its target frame."""
     plt = _pyplot()
     k, height, width = kp.gauss_maps.shape[1:]
@@ -241,8 +248,9 @@ def _gaussian_figure(target: torch.Tensor, kp: KeypointOutput, path: Path) -> Pa
         ax.set_title(f"keypoint {i + 1}", color=colours[i], fontsize=9, fontweight="bold")
         ax.set_xticks([])
         ax.set_yticks([])
-    # Bilinear with align_corners=True keeps the keypoint convention: -1/+1 are the first/last cell (pixel) centres.
-    resized = F.interpolate(kp.gauss_maps[:1], size=(size, size), mode="bilinear", align_corners=True)[0]
+    # The maps cover only the receptive-field centres of the image, so they are redrawn at image resolution where
+    # their cells look (image coordinates, width scaled alike) rather than stretched over the whole image.
+    resized = gaussian_maps(image_coords[:1].float(), size, size, image_sigma)[0]
     strength, owner = resized.max(dim=0)
     overlay = np.asarray(colours)[owner.numpy()]
     overlay[..., 3] = 0.75 * strength.clamp(0.0, 1.0).numpy()
@@ -250,7 +258,7 @@ def _gaussian_figure(target: torch.Tensor, kp: KeypointOutput, path: Path) -> Pa
     extent = (0, size, size, 0)
     ax.imshow(_to_image(target[0]), extent=extent, interpolation="nearest")
     ax.imshow(overlay, extent=extent, interpolation="nearest")
-    _mark_keypoints(ax, to_pixels(kp.coords[0], size, size).numpy(), colours, size=20.0)
+    _mark_keypoints(ax, to_pixels(image_coords[0], size, size).numpy(), colours, size=20.0)
     ax.set_xlim(0, size)
     ax.set_ylim(size, 0)
     ax.set_title("target + all maps", fontsize=9)
@@ -337,10 +345,14 @@ def write_imm_figures(
     run_dir = Path(run_dir)
     out_dir = run_dir / FIGURES_DIR
     source, target, out = _run_model(model, data, split, seed, examples)
+    trunk = model.keynet.trunk
+    image_coords = trunk.image_coords(out.keypoints.coords)
     paths = [
-        _example_figure(source, target, out, out_dir / "imm_example.png"),
+        _example_figure(source, target, out, out_dir / "imm_example.png", image_coords),
         _score_map_figure(out.keypoints, out_dir / "score_maps.png"),
-        _gaussian_figure(target, out.keypoints, out_dir / "gaussian_maps.png"),
+        _gaussian_figure(
+            target, out.keypoints, out_dir / "gaussian_maps.png", image_coords, model.cfg.sigma * trunk.image_scale
+        ),
     ]
     loss = _loss_figure(run_dir, out_dir / "loss_curve.png")
     return paths + ([loss] if loss is not None else [])
@@ -398,8 +410,9 @@ def write_agent_imm_figure(
     source, target, out = _agent_imm_output(agent, source_obs, target_obs)
     coords = newest_frame_keypoints(agent, out.keypoints.coords)
     shown = IMMOutput(out.generated[:, -3:], out.keypoints._replace(coords=coords))
+    image_coords = agent.critic.encoder.trunk.image_coords(coords)
     title = "The agent's IMM: it draws the target from the source and the target's keypoints (newest frames)"
-    return _example_figure(source[:, -3:], target[:, -3:], shown, Path(path), title=title)
+    return _example_figure(source[:, -3:], target[:, -3:], shown, Path(path), image_coords, title=title)
 
 
 def _load_split(path: Path) -> EpisodeSplit:
