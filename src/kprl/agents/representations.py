@@ -33,13 +33,14 @@ def dequantized_target(obs: torch.Tensor, bits: int = 5) -> torch.Tensor:
 
 
 class AuxInputs(NamedTuple):
-    """What an auxiliary objective may read: the (augmented) observation, a later observation of the same
-    episode cropped with the same window (the IMM target), and the critic encoder's encodings of both."""
+    """What an auxiliary objective may read: the (augmented) observation and the critic encoder's encoding of it
+    (only computed when a due objective has ``needs_encoding``), and a later observation of the same episode
+    cropped with the same window (the IMM target) with the critic encoder's conv maps of it."""
 
     obs: torch.Tensor
-    encoded: Encoded
+    encoded: Encoded | None
     target_obs: torch.Tensor | None = None
-    target_encoded: Encoded | None = None
+    target_maps: torch.Tensor | None = None
 
 
 class AuxiliaryObjective(nn.Module):
@@ -52,6 +53,8 @@ class AuxiliaryObjective(nn.Module):
     weight_decay: float = 0.0
     target_offset: int | None = None
     """Steps to the target observation this objective needs (None: it needs none)."""
+    needs_encoding: bool = True
+    """Whether the loss reads the encoder's heads on the observation (IMM reads only the target's conv maps)."""
 
     def loss(self, inputs: AuxInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the scalar loss and named scalar tensors for logging (keys without namespace)."""
@@ -72,6 +75,7 @@ class ReconstructionObjective(AuxiliaryObjective):
         self.latent_lambda = latent_lambda
 
     def loss(self, inputs: AuxInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        assert inputs.encoded is not None
         latent = inputs.encoded.parts[self.head_index]
         reconstruction = self.decoder(latent).float()
         target = dequantized_target(inputs.obs, self.bits)
@@ -89,6 +93,7 @@ class IMMObjective(AuxiliaryObjective):
     GenNet, the keypoint head and the shared conv layers (Jakab et al. 2018 with the poster's encoder sharing)."""
 
     name = "imm"
+    needs_encoding = False
 
     def __init__(self, head: KeypointHead, head_index: int, gennet: GenNet, target_offset: int) -> None:
         super().__init__()
@@ -99,9 +104,9 @@ class IMMObjective(AuxiliaryObjective):
         self._head = [head]
 
     def loss(self, inputs: AuxInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if inputs.target_obs is None or inputs.target_encoded is None:
-            raise ValueError("the IMM objective needs the target observation and its encoding")
-        keypoints = self._head[0].keypoints(inputs.target_encoded.maps)
+        if inputs.target_obs is None or inputs.target_maps is None:
+            raise ValueError("the IMM objective needs the target observation and its conv maps")
+        keypoints = self._head[0].keypoints(inputs.target_maps)
         generated = self.gennet(inputs.obs, keypoints.gauss_maps).float()
         truth = inputs.target_obs.float() / 255.0 - 0.5
         imm_loss = (generated - truth).square().mean()

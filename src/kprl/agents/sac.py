@@ -331,10 +331,12 @@ class SACAgent:
         metrics: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self.device)
         needs_target = any(self.objectives[i].target_offset is not None for i in due)
+        needs_encoding = any(self.objectives[i].needs_encoding for i in due)
         with self.autocast():
-            encoded = self.critic.encoder(obs)
-            target_encoded = self.critic.encoder(target_obs) if needs_target and target_obs is not None else None
-            inputs = AuxInputs(obs, encoded, target_obs, target_encoded)
+            # Only what a due objective reads: IMM needs the target's conv maps, not the heads on either stack.
+            encoded = self.critic.encoder(obs) if needs_encoding else None
+            target_maps = self.critic.encoder.trunk(target_obs) if needs_target and target_obs is not None else None
+            inputs = AuxInputs(obs, encoded, target_obs, target_maps)
             for i in due:
                 loss, parts = self.objectives[i].loss(inputs)
                 total = total + loss.float()
