@@ -75,6 +75,22 @@ def _numpy_to_torch(tree: Any) -> Any:
     return tree
 
 
+def rng_state(np_rng: np.random.Generator) -> dict[str, Any]:
+    """torch (CPU and every CUDA device) and numpy generator states, as a checkpoint stores them."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], np_rng: np.random.Generator) -> None:
+    """Restore what `rng_state` saved (CUDA states only where CUDA is present)."""
+    torch.set_rng_state(state["torch"].cpu())
+    np_rng.bit_generator.state = state["numpy"]
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
 def checkpoint_steps(run_dir: Path) -> list[int]:
     """Env steps of the complete checkpoints in ``run_dir``, ascending."""
     root = Path(run_dir) / CHECKPOINT_DIR

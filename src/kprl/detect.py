@@ -252,9 +252,7 @@ def detect(
     try:
         for start in range(0, len(frames), batch_size):
             x = _resize(frames[start : start + batch_size], model_size, model_size, dev)
-            coords = model.keynet.trunk.image_coords(model.keynet(x).coords.float())
-            pixels = to_pixels(coords, model_size, model_size)
-            out.append(scale_to_frame(pixels.cpu().numpy(), model_size, height, width))
+            out.append(scale_to_frame(model.keypoint_pixels(x).cpu().numpy(), model_size, height, width))
     finally:
         model.train(was_training)
     if not out:

@@ -60,7 +60,7 @@ def evaluate_saved(
     """Evaluate a saved agent for ``episodes`` episodes; optionally write the first one as a video (with the
     agent's keypoints drawn for keypoint agents) and, for agents with an IMM objective (sac_ae_imm, sac_imm), the
     IMM example figure of the first episode to ``imm_figure`` (a .png; a ConfigError for other agents)."""
-    from kprl.train import evaluate, imm_objective_offset
+    from kprl.train import evaluate
 
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
@@ -69,7 +69,7 @@ def evaluate_saved(
     if imm_figure is not None and Path(imm_figure).suffix.lower() != ".png":
         raise ConfigError(f"--imm-figure {imm_figure} must end with .png")
     agent, cfg, meta = load_agent(run_dir, checkpoint, device)
-    if imm_figure is not None and imm_objective_offset(agent) is None:
+    if imm_figure is not None and agent.target_offset is None:
         raise ConfigError(f"--imm-figure needs an agent with an IMM objective (sac_ae_imm, sac_imm), not {cfg.agent}")
     cfg.video_size = video_size
     result = evaluate(agent, cfg, seed, episodes, video, imm_figure)

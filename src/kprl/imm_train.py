@@ -11,6 +11,7 @@ continues from the newest checkpoint, and CSV rows written after it are dropped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -22,17 +23,24 @@ import numpy as np
 import torch
 
 from kprl import config as C
-from kprl.checkpoint import atomic_write_text, find_checkpoint, load_state, save_checkpoint
+from kprl.checkpoint import (
+    atomic_write_text,
+    find_checkpoint,
+    load_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from kprl.data.frames import FrameDataset, load_dataset
 from kprl.errors import CheckpointError, ConfigError, DataError, TrainingError
 from kprl.evaluation.landmarks import regression_report
 from kprl.imm_pairs import PairSampler, centre_offset, crop_frames, crop_windows
 from kprl.logger import RunLogger, Throughput
 from kprl.nets.imm import IMM
-from kprl.nets.keypoints import to_pixels
 from kprl.train import prepare_run_dir, resolve_device
 
 MODEL_KIND = "imm"
+SPLIT_FILE = "split.json"
 # Training frames used to fit the landmark regressor during training (a subsample: the fit needs few).
 REGRESSION_TRAIN_FRAMES = 2000
 
@@ -55,6 +63,43 @@ def split_episodes(episode_ids: np.ndarray, val_fraction: float, seed: int) -> E
     return EpisodeSplit(train=np.sort(ids[perm[n_val:]]), val=np.sort(ids[perm[:n_val]]))
 
 
+def write_split(run_dir: Path, split: EpisodeSplit) -> None:
+    """RUN_DIR/split.json: ``{"train": [ids], "val": [ids]}``."""
+    payload = {"train": split.train.tolist(), "val": split.val.tolist()}
+    atomic_write_text(Path(run_dir) / SPLIT_FILE, json.dumps(payload) + "\n")
+
+
+def read_split(run_dir: Path) -> EpisodeSplit:
+    """The episode split a run trained with (`write_split`); a one-line ConfigError when missing or malformed."""
+    path = Path(run_dir) / SPLIT_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"split file not found: {path}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read split file {path}: {exc.strerror or exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"split file {path} is not valid JSON") from exc
+    try:
+        train, val = (np.asarray(data[key], dtype=np.int64).reshape(-1) for key in ("train", "val"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f'split file {path} must hold {{"train": [ids], "val": [ids]}}') from exc
+    return EpisodeSplit(train=train, val=val)
+
+
+def read_run_config(run_dir: Path) -> C.IMMTrainConfig:
+    """The resolved config of a `kprl imm train` run; a one-line ConfigError when it is missing or not one."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: is {run_dir} a `kprl imm train` run directory?")
+    try:
+        return C.load_json(C.IMMTrainConfig, path)
+    except (OSError, UnicodeDecodeError) as exc:  # load_json reports bad JSON and unknown keys itself
+        raise ConfigError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    except TypeError as exc:
+        raise ConfigError(f"config file {path} is not an IMM training config: {exc}") from exc
+
+
 def frames_of(data: FrameDataset, episodes: np.ndarray) -> np.ndarray:
     """Indices of all frames of the given episodes, in dataset order."""
     return np.flatnonzero(np.isin(data.episode, episodes))
@@ -73,10 +118,39 @@ def detect_keypoints(
         chunk = indices[start : start + batch_size]
         windows = crop_windows(frames.shape[1], frames.shape[2], size, len(chunk), None)
         x = crop_frames(frames, chunk, windows, size).to(device)
-        coords = model.keynet.trunk.image_coords(model.keynet(x).coords.float())
-        out.append(to_pixels(coords, size, size).cpu().numpy())
+        out.append(model.keypoint_pixels(x).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, model.cfg.keypoints, 2), np.float32)
+
+
+@torch.no_grad()
+def pairs_loss(
+    model: IMM,
+    frames: np.ndarray,
+    source: np.ndarray,
+    target: np.ndarray,
+    device: torch.device,
+    autocast: Any = None,
+    batch_size: int = 256,
+) -> float:
+    """Mean IMM reconstruction MSE over the pairs frames[source[i]] -> frames[target[i]], centre-cropped to the
+    model's input, in eval mode (restored after); ``autocast`` is an optional context manager factory."""
+    size = model.image_size
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        for start in range(0, len(source), batch_size):
+            s, t = source[start : start + batch_size], target[start : start + batch_size]
+            windows = crop_windows(frames.shape[1], frames.shape[2], size, len(s), None)
+            with autocast() if autocast is not None else contextlib.nullcontext():
+                loss, _ = model.loss(
+                    crop_frames(frames, s, windows, size).to(device), crop_frames(frames, t, windows, size).to(device)
+                )
+            total += float(loss) * len(s)
+    finally:
+        model.train(was_training)
+    return total / max(len(source), 1)
 
 
 def landmark_report(
@@ -104,20 +178,6 @@ def landmark_report(
     )
 
 
-def _rng_state(np_rng: np.random.Generator) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], np_rng: np.random.Generator) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    np_rng.bit_generator.state = state["numpy"]
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
 class IMMTrainer:
     """Owns dataset, model, optimiser and logger of one standalone IMM run; :meth:`run` trains to ``cfg.steps``."""
 
@@ -132,10 +192,7 @@ class IMMTrainer:
             )
         self.split = split_episodes(self.data.episode_ids(), cfg.val_fraction, cfg.seed)
         self.run_dir = prepare_run_dir(cfg)
-        atomic_write_text(
-            self.run_dir / "split.json",
-            json.dumps({"train": self.split.train.tolist(), "val": self.split.val.tolist()}) + "\n",
-        )
+        write_split(self.run_dir, self.split)
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -171,7 +228,7 @@ class IMMTrainer:
             raise CheckpointError(f"checkpoint {ckpt} does not fit this model: {str(exc).splitlines()[0]}") from exc
         self.step = int(state["step"])
         self.wall_seconds = float(state["wall_seconds"])
-        _set_rng_state(state["rng"], self.np_rng)
+        set_rng_state(state["rng"], self.np_rng)
         return True
 
     def save(self) -> Path:
@@ -185,7 +242,7 @@ class IMMTrainer:
             "landmark_names": list(self.data.landmark_names),
             "step": self.step,
             "wall_seconds": self.wall_seconds + self._elapsed(),
-            "rng": _rng_state(self.np_rng),
+            "rng": rng_state(self.np_rng),
         }
         return save_checkpoint(self.run_dir, self.step, state, None)
 
@@ -206,24 +263,9 @@ class IMMTrainer:
             crop_frames(frames, target, windows, cfg.image_size).to(self.device, non_blocking=True),
         )
 
-    @torch.no_grad()
     def validation_loss(self) -> float:
         """Mean reconstruction MSE over the fixed validation pairs (centre crops)."""
-        self.model.eval()
-        frames, size = self.data.frames, self.cfg.image_size
-        total = 0.0
-        for start in range(0, len(self.val_source), 256):
-            src_idx = self.val_source[start : start + 256]
-            tgt_idx = self.val_target[start : start + 256]
-            windows = crop_windows(frames.shape[1], frames.shape[2], size, len(src_idx), None)
-            with self._autocast():
-                loss, _ = self.model.loss(
-                    crop_frames(frames, src_idx, windows, size).to(self.device),
-                    crop_frames(frames, tgt_idx, windows, size).to(self.device),
-                )
-            total += float(loss) * len(src_idx)
-        self.model.train()
-        return total / len(self.val_source)
+        return pairs_loss(self.model, self.data.frames, self.val_source, self.val_target, self.device, self._autocast)
 
     def _evaluate(self) -> dict[str, float]:
         row: dict[str, Any] = {"step": self.step, "val_loss": self.validation_loss()}

@@ -19,7 +19,14 @@ import torch
 from kprl import config as C
 from kprl.agents.factory import make_agent
 from kprl.agents.sac import SACAgent
-from kprl.checkpoint import find_checkpoint, load_replay_state, load_state, save_checkpoint
+from kprl.checkpoint import (
+    find_checkpoint,
+    load_replay_state,
+    load_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from kprl.envs.dmc import DMCEnv, default_action_repeat, split_task
 from kprl.errors import CheckpointError, ConfigError, KprlError, TrainingError
 from kprl.logger import RunLogger, Throughput
@@ -130,18 +137,6 @@ def imm_pair_indices(steps: int, offset: int, examples: int = IMM_FIGURE_EXAMPLE
     return source, source + offset
 
 
-def imm_objective_offset(agent: SACAgent) -> int | None:
-    """The IMM target offset of an agent that has an IMM objective (GenNet) and keypoints, else None."""
-    from kprl.agents.representations import IMMObjective
-
-    if agent.keypoint_head_index is None:
-        return None
-    for objective in agent.objectives:
-        if isinstance(objective, IMMObjective):
-            return int(objective.target_offset)
-    return None
-
-
 def evaluate(
     agent: SACAgent,
     cfg: C.TrainConfig,
@@ -163,7 +158,8 @@ def evaluate(
     env = make_env(cfg, seed=eval_seed)
     render = C.render_size(cfg)
     draw = video_path is not None and agent.keypoint_head_index is not None
-    offset = imm_objective_offset(agent) if figure_path is not None else None
+    # agent.target_offset is set exactly when the agent trains an IMM objective (a GenNet to draw the figure with).
+    offset = agent.target_offset if figure_path is not None else None
     agent.train(False)
     returns: list[float] = []
     try:
@@ -229,24 +225,13 @@ class LoopState:
 
 
 def _rng_state(np_rng: np.random.Generator, aug_gen: torch.Generator, env: DMCEnv) -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "augment": aug_gen.get_state(),
-        "numpy": np_rng.bit_generator.state,
-        "env": env.random_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    return {**rng_state(np_rng), "augment": aug_gen.get_state(), "env": env.random_state()}
 
 
 def _set_rng_state(state: dict[str, Any], np_rng: np.random.Generator, aug_gen: torch.Generator, env: DMCEnv) -> None:
-    torch.set_rng_state(state["torch"].cpu())
+    set_rng_state(state, np_rng)
     aug_gen.set_state(state["augment"].cpu())
-    np_rng.bit_generator.state = state["numpy"]
     env.set_random_state({k: v.cpu().numpy() for k, v in state["env"].items()})
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 class Workspace:
@@ -331,7 +316,7 @@ class Workspace:
         # The agent's IMM example (source, target + keypoints, generated target) at every evaluation.
         figure = (
             self.run_dir / "figures" / f"imm_example_{s.env_step:08d}.png"
-            if self.cfg.eval_episodes and imm_objective_offset(self.agent) is not None
+            if self.cfg.eval_episodes and self.agent.target_offset is not None
             else None
         )
         t0 = time.perf_counter()

@@ -24,7 +24,7 @@ from torch import nn
 
 from kprl.config import IMMConfig
 from kprl.nets.encoder import ConvTrunk, norm_layer, weight_init
-from kprl.nets.keypoints import gaussian_maps, keypoints_from_scores
+from kprl.nets.keypoints import gaussian_maps, keypoints_from_scores, to_pixels
 
 
 class KeypointOutput(NamedTuple):
@@ -180,6 +180,12 @@ class IMM(nn.Module):
     def map_size(self) -> int:
         """Side of the score and Gaussian maps."""
         return self.keynet.trunk.out_shape[1]
+
+    def keypoint_pixels(self, frames: torch.Tensor) -> torch.Tensor:
+        """Keypoints [B, K, 2] of frames [B, C, S, S] as float32 (x, y) pixel coordinates of those frames, placed
+        where their map cells look (`ConvTrunk.image_coords`; `kprl.nets.keypoints.to_pixels` convention)."""
+        coords = self.keynet.trunk.image_coords(self.keynet(frames).coords.float())
+        return to_pixels(coords, self.image_size, self.image_size)
 
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> IMMOutput:
         kp = self.keynet(target)

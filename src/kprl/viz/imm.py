@@ -18,7 +18,6 @@ backend (no display) and each PNG is written atomically.
 from __future__ import annotations
 
 import io
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,12 +25,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from kprl import config as C
 from kprl.checkpoint import atomic_write_bytes
 from kprl.data.frames import FrameDataset, load_dataset
 from kprl.errors import ConfigError, DataError
 from kprl.imm_pairs import PairSampler, crop_frames, crop_windows
-from kprl.imm_train import EpisodeSplit, load_imm
+from kprl.imm_train import EpisodeSplit, load_imm, read_run_config, read_split
 from kprl.nets.imm import IMM, IMMOutput, KeypointOutput
 from kprl.nets.keypoints import gaussian_maps, to_pixels
 from kprl.viz.curves import read_csv
@@ -415,38 +413,13 @@ def write_agent_imm_figure(
     return _example_figure(source[:, -3:], target[:, -3:], shown, Path(path), image_coords, title=title)
 
 
-def _load_split(path: Path) -> EpisodeSplit:
-    """RUN_DIR/split.json ({"train": [...], "val": [...]}, written by `kprl.imm_train.IMMTrainer`)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"split file not found: {path}") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read split file {path}: {exc.strerror or exc}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"split file {path} is not valid JSON") from exc
-    try:
-        train, val = (np.asarray(data[key], dtype=np.int64).reshape(-1) for key in ("train", "val"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f'split file {path} must hold {{"train": [ids], "val": [ids]}}') from exc
-    return EpisodeSplit(train=train, val=val)
-
-
 def figures_from_run(run_dir: Path, data_dir: Path | None = None, device: str = "cpu") -> list[Path]:
     """`kprl imm figure`: load the newest checkpoint of RUN_DIR (kprl.imm_train.load_imm), the dataset (data_dir or
     the run's config.json `data`), the split (RUN_DIR/split.json: {"train": [...], "val": [...]}) and the seed
     (config.json `seed`), and write the figures."""
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    try:
-        cfg = C.load_json(C.IMMTrainConfig, config_path)
-    except (OSError, UnicodeDecodeError) as exc:  # load_json reports a missing file or bad JSON itself
-        raise ConfigError(
-            f"cannot read config file {config_path}: {getattr(exc, 'strerror', None) or exc}"
-        ) from exc
-    except TypeError as exc:
-        raise ConfigError(f"config file {config_path} is not an IMM training config: {exc}") from exc
-    split = _load_split(run_dir / "split.json")
+    cfg = read_run_config(run_dir)
+    split = read_split(run_dir)
     loaded = load_imm(run_dir, device)
     data = load_dataset(Path(data_dir) if data_dir is not None else Path(cfg.data))
     if data.image_size < loaded.image_size:
