@@ -21,7 +21,8 @@ from kprl.errors import ConfigError
 
 AgentName = Literal["sac_ae", "sac_ae_imm", "sac_imm"]
 AugmentationName = Literal["none", "crop", "shift"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16"]
+UpdatePath = Literal["fast", "reference"]
 NormName = Literal["none", "batch", "instance"]
 IMMAugmentation = Literal["crop", "none"]
 
@@ -175,8 +176,8 @@ class IMMTrainConfig:
     """Write a resumable checkpoint every this many updates."""
     log_every: int = 50
     """Write a train.csv row every this many updates."""
-    precision: Precision = "fp32"
-    """fp32, or bf16 autocast (faster on recent CPUs and GPUs)."""
+    precision: Precision = "auto"
+    """auto (bf16 where the CPU or GPU computes it natively, else fp32), fp32, or bf16 autocast."""
     device: str = "cpu"
     """Torch device: cpu, cuda, cuda:1, ..."""
     threads: int | None = None
@@ -244,8 +245,13 @@ class TrainConfig:
     augmentation: AugmentationName = "none"
     """Image augmentation of sampled observations: none (SAC+AE), crop (render +16 px, random crop back; CURL and
     the poster), shift (pad 4, random crop back; DrQ)."""
-    precision: Precision = "fp32"
-    """Arithmetic of network forward passes: fp32 (the reference), or bf16 autocast (faster on CPU and GPU)."""
+    precision: Precision = "auto"
+    """Arithmetic of network forward passes: auto (bf16 where the CPU or GPU computes it natively, e.g. AVX512-BF16,
+    AMX or an Ampere+ GPU; fp32 elsewhere), fp32 (the reference), or bf16 autocast (losses stay fp32)."""
+    update_path: UpdatePath = "fast"
+    """fast: one encoder pass on the observation shared by the critic, the auxiliary losses and (detached) the actor,
+    channels-last convolutions, fused Adam (docs/performance.md); reference: pytorch_sac_ae's update structure, the
+    encoder run again for every loss. Both compute the same losses and gradients at the same parameters."""
     eval_every: int = 10_000
     """Evaluate every this many environment steps (and at the start and the end)."""
     eval_episodes: int = 10
@@ -367,7 +373,10 @@ def validate(cfg: TrainConfig) -> None:
         cfg.sac.actor_log_std_min < cfg.sac.actor_log_std_max,
         "--actor-log-std-min must be below --actor-log-std-max",
     )
-    _check(cfg.env.image_size >= 2 * cfg.encoder.num_conv_layers + 8, f"--image-size {cfg.env.image_size} is too small")
+    _check(
+        cfg.env.image_size >= 2 * cfg.encoder.num_conv_layers + 8,
+        f"--image-size {cfg.env.image_size} is too small",
+    )
     _check(cfg.threads is None or cfg.threads >= 1, "--threads must be >= 1")
     _check(
         cfg.device == "cpu" or cfg.device.startswith("cuda") or cfg.device == "mps",
@@ -376,10 +385,17 @@ def validate(cfg: TrainConfig) -> None:
     keypoint_agent = cfg.agent in ("sac_ae_imm", "sac_imm")
     _check(
         keypoint_agent
-        or (not cfg.keypoint.per_frame and cfg.keypoint.pretrained_imm is None and not cfg.keypoint.keypoint_features),
+        or (
+            not cfg.keypoint.per_frame
+            and cfg.keypoint.pretrained_imm is None
+            and not cfg.keypoint.keypoint_features
+        ),
         f"--per-frame, --keypoint-features and --pretrained-imm need a keypoint agent (sac_ae_imm, sac_imm), not {cfg.agent}",
     )
-    _check(cfg.keypoint.pretrained_imm is None or cfg.keypoint.per_frame, "--pretrained-imm needs --per-frame True")
+    _check(
+        cfg.keypoint.pretrained_imm is None or cfg.keypoint.per_frame,
+        "--pretrained-imm needs --per-frame True",
+    )
     _check(not cfg.keypoint.freeze_keynet or cfg.keypoint.pretrained_imm is not None,
            "--freeze-keynet needs --pretrained-imm")  # fmt: skip
 
@@ -449,7 +465,9 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
         default = getattr(defaults, key)
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
-                raise ConfigError(f"option {key!r} in config must be an object of {type(default).__name__} options")
+                raise ConfigError(
+                    f"option {key!r} in config must be an object of {type(default).__name__} options"
+                )
             kwargs[key] = from_dict(type(default), value)
         elif isinstance(default, Path):
             kwargs[key] = Path(value)

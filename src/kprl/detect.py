@@ -471,7 +471,7 @@ def keypoints_command(
     an agent); with ``video``, also an mp4 of the frames (``video_size`` px square) with the keypoints drawn.
     Existing outputs are refused unless ``overwrite`` (checked before any work); an agent without keypoints
     (sac_ae) is a one-line ConfigError."""
-    from kprl.train import resolve_device
+    from kprl.hardware import resolve_device
     from kprl.video import write_video
 
     checkpoint, frames, out = Path(checkpoint), Path(frames), Path(out)

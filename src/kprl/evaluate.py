@@ -19,7 +19,7 @@ def load_agent(
 
     Returns (agent, config, checkpoint metadata with ``env_step``)."""
     from kprl.envs.dmc import DMCEnv  # noqa: F401  (imports dm_control with MUJOCO_GL set)
-    from kprl.train import resolve_device
+    from kprl.hardware import resolve_device
 
     if run_dir is None and checkpoint is None:
         raise ConfigError("give --run-dir or --checkpoint")
@@ -37,13 +37,17 @@ def load_agent(
     dev = resolve_device(device)
     state = load_state(ckpt, map_location=dev)
     if state.get("agent_name") != cfg.agent:
-        raise CheckpointError(f"checkpoint {ckpt} holds agent {state.get('agent_name')!r}, config says {cfg.agent!r}")
+        raise CheckpointError(
+            f"checkpoint {ckpt} holds agent {state.get('agent_name')!r}, config says {cfg.agent!r}"
+        )
     obs_shape = tuple(int(x) for x in state["obs_shape"])
     agent = make_agent(cfg, obs_shape, int(state["action_dim"]), dev)  # type: ignore[arg-type]
     try:
         agent.load_state_dict(state["agent"])
     except (KeyError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {ckpt} does not fit agent {cfg.agent}: {str(exc).splitlines()[0]}") from exc
+        raise CheckpointError(
+            f"checkpoint {ckpt} does not fit agent {cfg.agent}: {str(exc).splitlines()[0]}"
+        ) from exc
     return agent, cfg, {"env_step": int(state["env_step"]), "checkpoint": str(ckpt)}
 
 
@@ -70,7 +74,9 @@ def evaluate_saved(
         raise ConfigError(f"--imm-figure {imm_figure} must end with .png")
     agent, cfg, meta = load_agent(run_dir, checkpoint, device)
     if imm_figure is not None and agent.target_offset is None:
-        raise ConfigError(f"--imm-figure needs an agent with an IMM objective (sac_ae_imm, sac_imm), not {cfg.agent}")
+        raise ConfigError(
+            f"--imm-figure needs an agent with an IMM objective (sac_ae_imm, sac_imm), not {cfg.agent}"
+        )
     cfg.video_size = video_size
     result = evaluate(agent, cfg, seed, episodes, video, imm_figure)
     return {

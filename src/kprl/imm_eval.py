@@ -18,6 +18,7 @@ import numpy as np
 from kprl.checkpoint import atomic_write_text
 from kprl.data.frames import load_dataset
 from kprl.errors import ConfigError, DataError
+from kprl.hardware import resolve_device
 from kprl.imm_pairs import PairSampler, centre_offset
 from kprl.imm_train import (
     frames_of,
@@ -28,7 +29,6 @@ from kprl.imm_train import (
     read_split,
     split_episodes,
 )
-from kprl.train import resolve_device
 
 RESULT_FILE = "landmark_eval.json"
 

@@ -34,10 +34,11 @@ from kprl.checkpoint import (
 from kprl.data.frames import FrameDataset, load_dataset
 from kprl.errors import CheckpointError, ConfigError, DataError, TrainingError
 from kprl.evaluation.landmarks import regression_report
+from kprl.hardware import resolve_device, resolve_precision
 from kprl.imm_pairs import PairSampler, centre_offset, crop_frames, crop_windows
 from kprl.logger import RunLogger, Throughput
 from kprl.nets.imm import IMM
-from kprl.train import prepare_run_dir, resolve_device
+from kprl.train import prepare_run_dir
 
 MODEL_KIND = "imm"
 SPLIT_FILE = "split.json"
@@ -145,7 +146,8 @@ def pairs_loss(
             windows = crop_windows(frames.shape[1], frames.shape[2], size, len(s), None)
             with autocast() if autocast is not None else contextlib.nullcontext():
                 loss, _ = model.loss(
-                    crop_frames(frames, s, windows, size).to(device), crop_frames(frames, t, windows, size).to(device)
+                    crop_frames(frames, s, windows, size).to(device),
+                    crop_frames(frames, t, windows, size).to(device),
                 )
             total += float(loss) * len(s)
     finally:
@@ -185,6 +187,7 @@ class IMMTrainer:
         C.validate_imm_train(cfg)
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
         self.data = load_dataset(Path(cfg.data))
         if self.data.image_size < cfg.image_size:
             raise ConfigError(
@@ -205,12 +208,16 @@ class IMMTrainer:
         except ValueError as exc:
             raise DataError(f"{cfg.data}: {exc}") from exc
         # A fixed validation set, drawn from its own seed so that it does not depend on training progress.
-        self.val_source, self.val_target = val_sampler.sample(cfg.val_pairs, np.random.default_rng(cfg.seed + 1))
+        self.val_source, self.val_target = val_sampler.sample(
+            cfg.val_pairs, np.random.default_rng(cfg.seed + 1)
+        )
         self.step = 0
         self.wall_seconds = 0.0
         resumed = self._resume()
         # Without a checkpoint every earlier row is from a killed first attempt: start the logs afresh.
-        self.logger = RunLogger(self.run_dir, resume_step=self.step if resumed else -1, quiet=quiet, key="step")
+        self.logger = RunLogger(
+            self.run_dir, resume_step=self.step if resumed else -1, quiet=quiet, key="step"
+        )
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _resume(self) -> bool:
@@ -225,7 +232,9 @@ class IMMTrainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {ckpt} does not fit this model: {str(exc).splitlines()[0]}") from exc
+            raise CheckpointError(
+                f"checkpoint {ckpt} does not fit this model: {str(exc).splitlines()[0]}"
+            ) from exc
         self.step = int(state["step"])
         self.wall_seconds = float(state["wall_seconds"])
         set_rng_state(state["rng"], self.np_rng)
@@ -248,7 +257,7 @@ class IMMTrainer:
 
     # ------------------------------------------------------------------------------------------------- loop
     def _autocast(self) -> Any:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
@@ -265,12 +274,16 @@ class IMMTrainer:
 
     def validation_loss(self) -> float:
         """Mean reconstruction MSE over the fixed validation pairs (centre crops)."""
-        return pairs_loss(self.model, self.data.frames, self.val_source, self.val_target, self.device, self._autocast)
+        return pairs_loss(
+            self.model, self.data.frames, self.val_source, self.val_target, self.device, self._autocast
+        )
 
     def _evaluate(self) -> dict[str, float]:
         row: dict[str, Any] = {"step": self.step, "val_loss": self.validation_loss()}
         try:
-            row.update(landmark_report(self.model, self.data, self.split, self.device, REGRESSION_TRAIN_FRAMES))
+            row.update(
+                landmark_report(self.model, self.data, self.split, self.device, REGRESSION_TRAIN_FRAMES)
+            )
         except ValueError as exc:  # too few visible landmarks to fit: report the loss alone
             self.logger.print(f"landmark regression skipped: {exc}")
         row["wall_hours"] = round((self.wall_seconds + self._elapsed()) / 3600, 5)
@@ -326,11 +339,18 @@ class IMMTrainer:
                 self.logger.print(f"eval step {self.step}  val_loss {last_eval['val_loss']:.5f}  {errors}")
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 if losses and not bool(torch.isfinite(torch.stack(losses)).all()):
-                    raise TrainingError(f"IMM loss became non-finite before step {self.step}; try a lower --lr")
+                    raise TrainingError(
+                        f"IMM loss became non-finite before step {self.step}; try a lower --lr"
+                    )
                 self.save()
         self.logger.close()
         figures = self.write_figures()
-        return {"run_dir": str(self.run_dir), "step": self.step, **last_eval, "figures": [str(f) for f in figures]}
+        return {
+            "run_dir": str(self.run_dir),
+            "step": self.step,
+            **last_eval,
+            "figures": [str(f) for f in figures],
+        }
 
     def write_figures(self) -> list[Path]:
         """The IMM example, score-map and loss-curve figures of the current model into RUN_DIR/figures/."""
@@ -377,4 +397,6 @@ def load_imm(path: Path, device: str | torch.device = "cpu") -> LoadedIMM:
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {ckpt} is damaged: {str(exc).splitlines()[0]}") from exc
     model.eval()
-    return LoadedIMM(model, int(state["image_size"]), list(state.get("landmark_names", [])), int(state["step"]), ckpt)
+    return LoadedIMM(
+        model, int(state["image_size"]), list(state.get("landmark_names", [])), int(state["step"]), ckpt
+    )

@@ -29,21 +29,12 @@ from kprl.checkpoint import (
 )
 from kprl.envs.dmc import DMCEnv, default_action_repeat, split_task
 from kprl.errors import CheckpointError, ConfigError, KprlError, TrainingError
+from kprl.hardware import resolve_device
 from kprl.logger import RunLogger, Throughput
 from kprl.replay import FrameReplay
 from kprl.video import write_video
 
 EVAL_SEED_OFFSET = 100_000
-
-
-def resolve_device(name: str) -> torch.device:
-    """A torch device, or a :class:`ConfigError` when CUDA is asked for but absent."""
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} asked for, but torch sees no CUDA device (torch {torch.__version__})")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps asked for, but MPS is not available")
-    return device
 
 
 def prepare_run_dir(cfg: Any) -> Path:
@@ -126,7 +117,9 @@ IMM_FIGURE_EXAMPLES = 4
 """Observation pairs of the first evaluation episode shown in the agent's IMM example figure."""
 
 
-def imm_pair_indices(steps: int, offset: int, examples: int = IMM_FIGURE_EXAMPLES) -> tuple[np.ndarray, np.ndarray]:
+def imm_pair_indices(
+    steps: int, offset: int, examples: int = IMM_FIGURE_EXAMPLES
+) -> tuple[np.ndarray, np.ndarray]:
     """(source, target) indices of up to ``examples`` observation pairs ``offset`` steps apart, spread evenly over
     an episode of ``steps + 1`` observations (reset's included); the offset shrinks to ``steps`` for a shorter
     episode. Returns two int arrays of equal length (empty when ``steps`` is 0)."""
@@ -197,7 +190,9 @@ def evaluate(
     }
 
 
-def _write_imm_figure(agent: SACAgent, observations: list[np.ndarray], offset: int, path: Path) -> Path | None:
+def _write_imm_figure(
+    agent: SACAgent, observations: list[np.ndarray], offset: int, path: Path
+) -> Path | None:
     """The agent's IMM example figure of pairs of one episode's observations (`imm_pair_indices`); None when the
     episode is too short for a pair."""
     from kprl.viz.imm import write_agent_imm_figure
@@ -228,7 +223,9 @@ def _rng_state(np_rng: np.random.Generator, aug_gen: torch.Generator, env: DMCEn
     return {**rng_state(np_rng), "augment": aug_gen.get_state(), "env": env.random_state()}
 
 
-def _set_rng_state(state: dict[str, Any], np_rng: np.random.Generator, aug_gen: torch.Generator, env: DMCEnv) -> None:
+def _set_rng_state(
+    state: dict[str, Any], np_rng: np.random.Generator, aug_gen: torch.Generator, env: DMCEnv
+) -> None:
     set_rng_state(state, np_rng)
     aug_gen.set_state(state["augment"].cpu())
     env.set_random_state({k: v.cpu().numpy() for k, v in state["env"].items()})
@@ -279,11 +276,15 @@ class Workspace:
             return False
         state = load_state(ckpt, map_location=self.device)
         if state.get("agent_name") != self.cfg.agent:
-            raise CheckpointError(f"checkpoint {ckpt} belongs to agent {state.get('agent_name')!r}, not {self.cfg.agent!r}")
+            raise CheckpointError(
+                f"checkpoint {ckpt} belongs to agent {state.get('agent_name')!r}, not {self.cfg.agent!r}"
+            )
         try:
             self.agent.load_state_dict(state["agent"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {ckpt} does not fit this agent: {str(exc).splitlines()[0]}") from exc
+            raise CheckpointError(
+                f"checkpoint {ckpt} does not fit this agent: {str(exc).splitlines()[0]}"
+            ) from exc
         replay_state = load_replay_state(ckpt)
         if replay_state is None:
             raise CheckpointError(f"checkpoint {ckpt} has no replay buffer")
@@ -291,7 +292,9 @@ class Workspace:
             self.replay.load_state_dict(replay_state)
         except ValueError as exc:
             raise CheckpointError(f"replay buffer in {ckpt} does not fit this run: {exc}") from exc
-        self.state = LoopState(**{k: (float(v) if k == "wall_seconds" else int(v)) for k, v in state["loop"].items()})
+        self.state = LoopState(
+            **{k: (float(v) if k == "wall_seconds" else int(v)) for k, v in state["loop"].items()}
+        )
         _set_rng_state(state["rng"], self.np_rng, self.aug_gen, self.env)
         return True
 
@@ -311,7 +314,9 @@ class Workspace:
     def _evaluate_and_log(self) -> None:
         s = self.state
         video = (
-            self.run_dir / "videos" / f"eval_{s.env_step:08d}.mp4" if self.cfg.video and self.cfg.eval_episodes else None
+            self.run_dir / "videos" / f"eval_{s.env_step:08d}.mp4"
+            if self.cfg.video and self.cfg.eval_episodes
+            else None
         )
         # The agent's IMM example (source, target + keypoints, generated target) at every evaluation.
         figure = (
@@ -383,9 +388,14 @@ class Workspace:
                     # the same step (so each also updates actor and targets).
                     for _ in range(max(1, seed_agent_steps) if burst else 1):
                         batch = self.replay.sample(
-                            cfg.batch_size, self.np_rng, target_offset=self.agent.target_offset, device=self.device
+                            cfg.batch_size,
+                            self.np_rng,
+                            target_offset=self.agent.target_offset,
+                            device=self.device,
                         )
-                        metrics = self.agent.update(batch, seed_agent_steps if burst else s.updates, self.aug_gen)
+                        metrics = self.agent.update(
+                            batch, seed_agent_steps if burst else s.updates, self.aug_gen
+                        )
                         s.updates += 1
                         for key, value in metrics.items():
                             if not math.isfinite(value):

@@ -25,7 +25,8 @@ def make_agent(
     if cfg.keypoint.per_frame:
         frames = cfg.env.frame_stack
         trunk = PerFrameTrunk(
-            ConvTrunk(obs_shape[0] // frames, side, cfg.encoder.num_conv_layers, cfg.encoder.num_filters), frames
+            ConvTrunk(obs_shape[0] // frames, side, cfg.encoder.num_conv_layers, cfg.encoder.num_filters),
+            frames,
         )
         maps_shape = trunk.out_shape
     else:
@@ -46,6 +47,7 @@ def make_agent(
         precision=cfg.precision,
         encoder_lr=cfg.ae.encoder_lr,
         trunk=trunk,
+        update_path=cfg.update_path,
     )
 
 

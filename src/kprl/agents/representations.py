@@ -16,20 +16,33 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kprl.config import IMMConfig, TrainConfig
 from kprl.nets.encoder import Encoded, LatentHead, PixelDecoder
-from kprl.nets.imm import GenNet, KeypointHead
+from kprl.nets.imm import GenNet, KeypointHead, centred_frames
 
 
 def dequantized_target(obs: torch.Tensor, bits: int = 5) -> torch.Tensor:
     """Reconstruction target of SAC+AE: reduce uint8 pixels to ``bits`` bits, centre to [-0.5, 0.5) and add uniform
-    dequantisation noise of one bin (Kingma & Dhariwal 2018, Glow; as pytorch_sac_ae's ``preprocess_obs``)."""
+    dequantisation noise of one bin (Kingma & Dhariwal 2018, Glow; as pytorch_sac_ae's ``preprocess_obs``).
+
+    The noise takes 256 evenly spaced values inside the bin (bin / 512 apart, a resolution far below what the bf16
+    decoder output resolves) from random bytes, eight per 64-bit draw: on the CPU drawing one float per pixel took
+    about as long as a conv layer's backward pass."""
+    if obs.dtype != torch.uint8:
+        raise ValueError(f"the reconstruction target is made from uint8 pixels, got {obs.dtype}")
     bins = 2**bits
-    x = torch.floor(obs.float() / 2 ** (8 - bits))
-    x = x / bins - 0.5
-    return x + torch.rand_like(x) / bins
+    levels = torch.bitwise_right_shift(obs, 8 - bits)
+    draws = torch.randint(
+        -(2**63), 2**63 - 1, ((obs.numel() + 7) // 8,), dtype=torch.int64, device=obs.device
+    )
+    noise = draws.view(torch.uint8)[: obs.numel()].view(obs.shape)
+    # target = (level + (byte + 0.5) / 256) / bins - 0.5, with the level folded in as 256 * level + byte.
+    x = noise.to(torch.float32)
+    x.add_(levels, alpha=256)
+    return x.mul_(1.0 / (256 * bins)).add_(0.5 / (256 * bins) - 0.5)
 
 
 class AuxInputs(NamedTuple):
@@ -78,12 +91,14 @@ class ReconstructionObjective(AuxiliaryObjective):
         assert inputs.encoded is not None
         latent = inputs.encoded.parts[self.head_index]
         reconstruction = self.decoder(latent).float()
-        target = dequantized_target(inputs.obs, self.bits)
-        reconstruction_loss = torch.mean((reconstruction - target) ** 2)
+        reconstruction_loss = F.mse_loss(reconstruction, dequantized_target(inputs.obs, self.bits))
         # L2 penalty on the latent keeps the code small so the decoder cannot exploit its scale (RAE).
         latent_loss = (0.5 * latent.float().pow(2).sum(dim=1)).mean()
         loss = reconstruction_loss + self.latent_lambda * latent_loss
-        return loss, {"reconstruction_loss": reconstruction_loss.detach(), "latent_loss": latent_loss.detach()}
+        return loss, {
+            "reconstruction_loss": reconstruction_loss.detach(),
+            "latent_loss": latent_loss.detach(),
+        }
 
 
 class IMMObjective(AuxiliaryObjective):
@@ -108,8 +123,7 @@ class IMMObjective(AuxiliaryObjective):
             raise ValueError("the IMM objective needs the target observation and its conv maps")
         keypoints = self._head[0].keypoints(inputs.target_maps)
         generated = self.gennet(inputs.obs, keypoints.gauss_maps).float()
-        truth = inputs.target_obs.float() / 255.0 - 0.5
-        imm_loss = (generated - truth).square().mean()
+        imm_loss = F.mse_loss(generated, centred_frames(inputs.target_obs))
         return imm_loss, {"imm_loss": imm_loss.detach()}
 
 
@@ -148,8 +162,12 @@ def _autoencoder(
 ) -> Representation:
     """SAC+AE's latent head and reconstruction objective."""
     head = LatentHead(maps_shape, cfg.encoder.latent_dim)
-    decoder = PixelDecoder(cfg.encoder.latent_dim, maps_shape, obs_channels, image_size, cfg.encoder.num_conv_layers)
-    objective = ReconstructionObjective(decoder, index, cfg.ae.reconstruction_bits, cfg.ae.decoder_latent_lambda)
+    decoder = PixelDecoder(
+        cfg.encoder.latent_dim, maps_shape, obs_channels, image_size, cfg.encoder.num_conv_layers
+    )
+    objective = ReconstructionObjective(
+        decoder, index, cfg.ae.reconstruction_bits, cfg.ae.decoder_latent_lambda
+    )
     objective.update_every = cfg.ae.decoder_update_every
     objective.lr = cfg.ae.decoder_lr
     objective.weight_decay = cfg.ae.decoder_weight_decay

@@ -11,6 +11,7 @@ import copy
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -48,6 +49,15 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown normalisation {kind!r} (none, batch, instance)")
 
 
+def pixels_as_input(obs: torch.Tensor) -> torch.Tensor:
+    """Pixel values 0..255 (uint8 or float) as the dtype the first conv computes in: bf16 under a bf16 autocast
+    (every integer 0..255 is exact in bf16, so uint8 goes there directly without an fp32 copy), else fp32."""
+    device_type = obs.device.type
+    if torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.bfloat16:
+        return obs.to(torch.bfloat16)
+    return obs.float()
+
+
 class ConvTrunk(nn.Module):
     """The shared convolutional part: uint8 (or float 0..255) stacks [B, C, H, W] -> feature maps [B, F, h, w].
 
@@ -55,14 +65,21 @@ class ConvTrunk(nn.Module):
     has none, and with ``norm="none"`` the parameters are exactly SAC+AE's."""
 
     def __init__(
-        self, in_channels: int, image_size: int, num_layers: int = 4, num_filters: int = 32, norm: str = "none"
+        self,
+        in_channels: int,
+        image_size: int,
+        num_layers: int = 4,
+        num_filters: int = 32,
+        norm: str = "none",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, num_filters, 3, stride=2)]
         for _ in range(num_layers - 1):
             layers.append(nn.Conv2d(num_filters, num_filters, 3, stride=1))
         self.convs = nn.ModuleList(layers)
-        self.norms = nn.ModuleList([norm_layer(norm, num_filters) for _ in layers]) if norm != "none" else None
+        self.norms = (
+            nn.ModuleList([norm_layer(norm, num_filters) for _ in layers]) if norm != "none" else None
+        )
         side = conv_output_size(image_size, num_layers)
         if side < 1:
             raise ValueError(f"{num_layers} conv layers leave no feature map of a {image_size} px image")
@@ -87,9 +104,14 @@ class ConvTrunk(nn.Module):
         return 2.0 * (self.out_shape[-1] - 1) / max(self.image_size - 1, 1)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float() / 255.0
+        x = pixels_as_input(obs)
         for i, conv in enumerate(self.convs):
-            x = conv(x)
+            if i == 0:
+                # conv(obs / 255) computed as conv_{w / 255}(obs): scaling 32x9x3x3 weights instead of a whole
+                # batch of images saves a pass over the largest tensor of the update (same maths).
+                x = F.conv2d(x, conv.weight * (1.0 / 255.0), conv.bias, conv.stride)
+            else:
+                x = conv(x)
             if self.norms is not None:
                 x = self.norms[i](x)
             x = torch.relu(x)
@@ -140,7 +162,9 @@ class Encoded(NamedTuple):
     """What an :class:`Encoder` produces for one batch of observations."""
 
     features: torch.Tensor  # [B, D]: concatenation of the heads' outputs; what actor/critic read
-    maps: torch.Tensor  # [B, F, h, w]: conv feature maps (detached if the encoder was called with detach_conv)
+    maps: (
+        torch.Tensor
+    )  # [B, F, h, w]: conv feature maps (detached if the encoder was called with detach_conv)
     parts: tuple[torch.Tensor, ...]  # each head's output, in head order (auxiliary losses read these)
 
 
@@ -158,8 +182,10 @@ class Encoder(nn.Module):
 
     def forward(self, obs: torch.Tensor, detach_conv: bool = False) -> Encoded:
         maps = self.trunk(obs)
-        if detach_conv:
-            maps = maps.detach()
+        return self.from_maps(maps.detach() if detach_conv else maps)
+
+    def from_maps(self, maps: torch.Tensor) -> Encoded:
+        """The heads on conv maps computed elsewhere (one trunk pass shared by several losses)."""
         parts = tuple(head(maps) for head in self.heads)
         features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         return Encoded(features, maps, parts)
@@ -184,7 +210,12 @@ class PixelDecoder(nn.Module):
     -> image [B, C, H, W] with no output non-linearity (the target is centred in [-0.5, 0.5])."""
 
     def __init__(
-        self, latent_dim: int, maps_shape: tuple[int, int, int], out_channels: int, image_size: int, num_layers: int = 4
+        self,
+        latent_dim: int,
+        maps_shape: tuple[int, int, int],
+        out_channels: int,
+        image_size: int,
+        num_layers: int = 4,
     ) -> None:
         super().__init__()
         f, h, w = maps_shape

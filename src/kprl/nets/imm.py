@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kprl.config import IMMConfig
@@ -114,6 +115,12 @@ class KeyNet(nn.Module):
         return self.head.keypoints(self.trunk(frames))
 
 
+def centred_frames(frames: torch.Tensor) -> torch.Tensor:
+    """Pixel values 0..255 -> float32 in [-0.5, 0.5], the units GenNet generates in (a new tensor)."""
+    x = frames.to(torch.float32, copy=True)
+    return x.mul_(1.0 / 255.0).sub_(0.5)
+
+
 class GenNet(nn.Module):
     """(source frames, target Gaussian maps) -> generated target frames, in [-0.5, 0.5] units."""
 
@@ -160,7 +167,7 @@ class GenNet(nn.Module):
         if not self.source_skip:
             return self.out(x)
         x = torch.relu(self.out(x))
-        x = torch.relu(self.skip[0](torch.cat([x, (source.float() / 255.0 - 0.5).to(x.dtype)], dim=1)))
+        x = torch.relu(self.skip[0](torch.cat([x, centred_frames(source).to(x.dtype)], dim=1)))
         return self.skip[1](x)
 
 
@@ -195,5 +202,4 @@ class IMM(nn.Module):
         """Pixel MSE between the generated and the true target (the poster's loss; Jakab et al. use a perceptual
         loss, which needs pretrained VGG weights this project does not download)."""
         out = self(source, target)
-        truth = target.float() / 255.0 - 0.5
-        return (out.generated.float() - truth).square().mean(), out
+        return F.mse_loss(out.generated.float(), centred_frames(target)), out
