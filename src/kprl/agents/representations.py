@@ -24,25 +24,33 @@ from kprl.nets.encoder import Encoded, LatentHead, PixelDecoder
 from kprl.nets.imm import GenNet, KeypointHead, centred_frames
 
 
-def dequantized_target(obs: torch.Tensor, bits: int = 5) -> torch.Tensor:
+def dequantized_target(obs: torch.Tensor, bits: int = 5, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Reconstruction target of SAC+AE: reduce uint8 pixels to ``bits`` bits, centre to [-0.5, 0.5) and add uniform
     dequantisation noise of one bin (Kingma & Dhariwal 2018, Glow; as pytorch_sac_ae's ``preprocess_obs``).
 
     The noise takes 256 evenly spaced values inside the bin (bin / 512 apart, a resolution far below what the bf16
     decoder output resolves) from random bytes, eight per 64-bit draw: on the CPU drawing one float per pixel took
-    about as long as a conv layer's backward pass."""
+    about as long as a conv layer's backward pass. ``dtype`` bf16 rounds the target to the decoder's bf16 output
+    precision (and halves its memory); the layout follows ``obs`` (channels-last stays channels-last)."""
     if obs.dtype != torch.uint8:
         raise ValueError(f"the reconstruction target is made from uint8 pixels, got {obs.dtype}")
     bins = 2**bits
     levels = torch.bitwise_right_shift(obs, 8 - bits)
-    draws = torch.randint(
-        -(2**63), 2**63 - 1, ((obs.numel() + 7) // 8,), dtype=torch.int64, device=obs.device
-    )
-    noise = draws.view(torch.uint8)[: obs.numel()].view(obs.shape)
-    # target = (level + (byte + 0.5) / 256) / bins - 0.5, with the level folded in as 256 * level + byte.
-    x = noise.to(torch.float32)
-    x.add_(levels, alpha=256)
-    return x.mul_(1.0 / (256 * bins)).add_(0.5 / (256 * bins) - 0.5)
+    draws = torch.randint(-(2**63), 2**63 - 1, ((obs.numel() + 7) // 8,), dtype=torch.int64, device=obs.device)
+    # Byte i goes to pixel i in NCHW order whatever the layout of obs, so the same seed gives the same target on
+    # both update paths; the result takes obs's layout (one casting copy).
+    x = torch.empty_like(obs, dtype=dtype).copy_(draws.view(torch.uint8)[: obs.numel()].view(obs.shape))
+    # target = level / bins + (byte + 0.5) / (256 bins) - 0.5
+    x.mul_(1.0 / (256 * bins)).add_(0.5 / (256 * bins) - 0.5)
+    return x.add_(levels, alpha=1.0 / bins)
+
+
+def pixel_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of images in the prediction's precision, returned as fp32. Under bf16 the residuals are bf16
+    (the decoder's output precision) and the mean is accumulated in fp32 by torch; autocast is switched off here
+    because it would cast both images to fp32, two more full-batch image tensors per loss."""
+    with torch.autocast(prediction.device.type, enabled=False):
+        return F.mse_loss(prediction, target.to(prediction.dtype)).float()
 
 
 class AuxInputs(NamedTuple):
@@ -90,8 +98,8 @@ class ReconstructionObjective(AuxiliaryObjective):
     def loss(self, inputs: AuxInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         assert inputs.encoded is not None
         latent = inputs.encoded.parts[self.head_index]
-        reconstruction = self.decoder(latent).float()
-        reconstruction_loss = F.mse_loss(reconstruction, dequantized_target(inputs.obs, self.bits))
+        reconstruction = self.decoder(latent)
+        reconstruction_loss = pixel_mse(reconstruction, dequantized_target(inputs.obs, self.bits, reconstruction.dtype))
         # L2 penalty on the latent keeps the code small so the decoder cannot exploit its scale (RAE).
         latent_loss = (0.5 * latent.float().pow(2).sum(dim=1)).mean()
         loss = reconstruction_loss + self.latent_lambda * latent_loss
@@ -122,8 +130,8 @@ class IMMObjective(AuxiliaryObjective):
         if inputs.target_obs is None or inputs.target_maps is None:
             raise ValueError("the IMM objective needs the target observation and its conv maps")
         keypoints = self._head[0].keypoints(inputs.target_maps)
-        generated = self.gennet(inputs.obs, keypoints.gauss_maps).float()
-        imm_loss = F.mse_loss(generated, centred_frames(inputs.target_obs))
+        generated = self.gennet(inputs.obs, keypoints.gauss_maps)
+        imm_loss = pixel_mse(generated, centred_frames(inputs.target_obs, generated.dtype))
         return imm_loss, {"imm_loss": imm_loss.detach()}
 
 

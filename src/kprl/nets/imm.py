@@ -115,9 +115,9 @@ class KeyNet(nn.Module):
         return self.head.keypoints(self.trunk(frames))
 
 
-def centred_frames(frames: torch.Tensor) -> torch.Tensor:
-    """Pixel values 0..255 -> float32 in [-0.5, 0.5], the units GenNet generates in (a new tensor)."""
-    x = frames.to(torch.float32, copy=True)
+def centred_frames(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Pixel values 0..255 -> ``dtype`` in [-0.5, 0.5], the units GenNet generates in (a new tensor)."""
+    x = frames.to(dtype, copy=True)
     return x.mul_(1.0 / 255.0).sub_(0.5)
 
 
