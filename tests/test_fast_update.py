@@ -34,8 +34,8 @@ BF16_LOSS_RTOL = 0.05
 BF16_COSINE_SLACK = 0.03
 
 
-def config(agent: str, path: str, precision: str) -> TrainConfig:
-    cfg = TrainConfig(agent=agent, update_path=path, precision=precision)  # type: ignore[arg-type]
+def config(agent: str, path: str, precision: str, augmentation: str = "none") -> TrainConfig:
+    cfg = TrainConfig(agent=agent, update_path=path, precision=precision, augmentation=augmentation)  # type: ignore[arg-type]
     cfg.sac.hidden_dim = 64
     cfg.encoder.num_filters = 8
     cfg.encoder.latent_dim = 16
@@ -43,25 +43,25 @@ def config(agent: str, path: str, precision: str) -> TrainConfig:
     return cfg
 
 
-def batch(seed: int = 0, size: int = 8) -> Batch:
+def batch(seed: int = 0, size: int = 8, side: int = 84) -> Batch:
+    """Stacks of 3 frames; the IMM target (offset 1) is next_obs itself, as `FrameReplay.sample` returns it."""
     g = torch.Generator().manual_seed(seed)
-    frames = torch.randint(0, 256, (size, 5, 3, 84, 84), generator=g, dtype=torch.uint8)
+    frames = torch.randint(0, 256, (size, 5, 3, side, side), generator=g, dtype=torch.uint8)
     obs, next_obs = frames[:, :3].flatten(1, 2), frames[:, 1:4].flatten(1, 2)
     action = torch.rand(size, ACTION_DIM, generator=g) * 2 - 1
     reward = torch.rand(size, 1, generator=g)
-    return Batch(obs, action, reward, torch.ones(size, 1), next_obs, next_obs.clone())
+    return Batch(obs, action, reward, torch.ones(size, 1), next_obs, next_obs)
 
 
-def build(agent: str, path: str, precision: str, state: dict | None, frozen: bool = True) -> SACAgent:
-    """An agent (loaded from ``state`` if given); ``frozen``: every learning rate zero."""
+def build(agent: str, path: str, precision: str, state: dict | None, augmentation: str = "none") -> SACAgent:
+    """An agent (loaded from ``state`` if given) with every learning rate zero."""
     torch.manual_seed(0)
-    built = make_agent(config(agent, path, precision), OBS_SHAPE, ACTION_DIM, "cpu")
+    built = make_agent(config(agent, path, precision, augmentation), OBS_SHAPE, ACTION_DIM, "cpu")
     if state is not None:
         built.load_state_dict(copy.deepcopy(state))
-    if frozen:
-        for opt in built.optimizers().values():
-            for group in opt.param_groups:
-                group["lr"] = 0.0
+    for opt in built.optimizers().values():
+        for group in opt.param_groups:
+            group["lr"] = 0.0
     return built
 
 
@@ -81,22 +81,34 @@ def gradients_at_steps(agent: SACAgent) -> dict[str, list[torch.Tensor | None]]:
     return seen
 
 
-def run_update(agent: SACAgent, step: int) -> tuple[dict[str, float], dict[str, list[torch.Tensor | None]]]:
+def run_update(
+    agent: SACAgent, step: int, side: int
+) -> tuple[dict[str, float], dict[str, list[torch.Tensor | None]]]:
     seen = gradients_at_steps(agent)
-    torch.manual_seed(123)
-    metrics = agent.update(batch(), step)
+    torch.manual_seed(123)  # the same policy samples, auxiliary noise and crop windows on both paths
+    metrics = agent.update(batch(side=side), step)
     return metrics, seen
 
 
-@pytest.mark.parametrize("agent_name", ["sac_ae", "sac_ae_imm", "sac_imm"])
+CASES = [
+    ("sac_ae", "none"),
+    ("sac_ae_imm", "none"),  # the IMM target shares next_obs's encoding on the fast path
+    ("sac_imm", "none"),
+    ("sac_imm", "crop"),  # observation and IMM target cropped together, next_obs on its own
+]
+
+
+@pytest.mark.parametrize(("agent_name", "augmentation"), CASES)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_fast_path_matches_reference_losses_and_gradients(agent_name: str, precision: str) -> None:
-    reference = build(agent_name, "reference", "fp32", None)
-    fast = build(agent_name, "fast", precision, reference.state_dict())
+def test_fast_path_matches_reference_losses_and_gradients(agent_name: str, augmentation: str, precision: str) -> None:
+    side = 100 if augmentation == "crop" else 84
+    reference = build(agent_name, "reference", "fp32", None, augmentation)
+    fast = build(agent_name, "fast", precision, reference.state_dict(), augmentation)
     assert fast.fast and not reference.fast
-    ref_metrics, ref_grads = run_update(reference, step=0)  # step 0: critic, actor, targets and every objective
-    fast_metrics, fast_grads = run_update(fast, step=0)
-    bf16_grads = run_update(build(agent_name, "reference", "bf16", reference.state_dict()), step=0)[1]
+    ref_metrics, ref_grads = run_update(reference, 0, side)  # step 0: critic, actor, targets and every objective
+    fast_metrics, fast_grads = run_update(fast, 0, side)
+    bf16_reference = build(agent_name, "reference", "bf16", reference.state_dict(), augmentation)
+    bf16_grads = run_update(bf16_reference, 0, side)[1]
 
     assert fast_metrics.keys() == ref_metrics.keys()
     rtol = 1e-4 if precision == "fp32" else BF16_LOSS_RTOL

@@ -121,6 +121,12 @@ def test_target_offset_stays_in_episode(k: int) -> None:
     assert seen == {(ep, t) for ep, n in lengths.items() for t in range(n - k + 1)}
 
 
+def test_offset_one_target_is_the_next_observation_tensor() -> None:
+    buf, _, _ = build([10, 7])
+    batch = buf.sample(16, np.random.default_rng(4), target_offset=1)
+    assert batch.target_obs is batch.next_obs  # agents reuse next_obs's encoding for the IMM target
+
+
 def test_sparse_valid_set_falls_back_to_enumeration() -> None:
     # With k = 49 only t in {0, 1} of a 50-step episode qualify (~4% of frames): rejection rounds run out and the
     # exact enumeration must supply the rest, still only valid transitions.

@@ -256,13 +256,18 @@ class FrameReplay:
             t = torch.from_numpy(a)
             return t.pin_memory().to(device, non_blocking=True) if pin else t.to(device)
 
+        next_obs = to_tensor(self._stacks(g + 1, ep_start))
+        target_obs = None
+        if target_offset is not None:
+            # Offset 1 is the next observation itself: the same tensor (agents reuse its encoding).
+            target_obs = next_obs if offset == 1 else to_tensor(self._stacks(g + offset, ep_start))
         return Batch(
             obs=to_tensor(self._stacks(g, ep_start)),
             action=to_tensor(self._actions[slots]),
             reward=to_tensor(self._rewards[slots, None]),
             discount=to_tensor(self._discounts[slots, None]),
-            next_obs=to_tensor(self._stacks(g + 1, ep_start)),
-            target_obs=to_tensor(self._stacks(g + offset, ep_start)) if target_offset is not None else None,
+            next_obs=next_obs,
+            target_obs=target_obs,
         )
 
     # ------------------------------------------------------------------ persistence

@@ -350,9 +350,14 @@ class SACAgent:
 
         Returns namespaced scalars (``train/critic_loss``, ...)."""
         target_obs = None
+        target_is_next = False
         if self.target_offset is not None:
             if batch.target_obs is None:
                 raise ValueError(f"this agent needs batches sampled with target_offset={self.target_offset}")
+            # Without augmentation an offset-1 target *is* next_obs (the replay returns one tensor for both).
+            target_is_next = self.augmentation.kind == "none" and batch.target_obs is batch.next_obs
+        if self.target_offset is not None and not target_is_next:
+            assert batch.target_obs is not None
             # One crop window for an observation and its IMM target, so the generator can copy the static scene.
             channels = batch.obs.shape[1]
             joint = self.augmentation.train(torch.cat([batch.obs, batch.target_obs], dim=1), generator)
@@ -360,12 +365,15 @@ class SACAgent:
         else:
             obs = self.augmentation.train(batch.obs, generator)
         next_obs = self.augmentation.train(batch.next_obs, generator)
+        if target_is_next:
+            target_obs = next_obs
         if self.fast:
             # NHWC pixels from the start: a 9-channel NCHW batch would be transposed inside every convolution and
             # in each loss against a channels-last output (measured: the mixed-layout reconstruction MSE alone took
             # longer than a conv layer).
             obs, next_obs = _channels_last(obs), _channels_last(next_obs)
-            target_obs = None if target_obs is None else _channels_last(target_obs)
+            if target_obs is not None:
+                target_obs = next_obs if target_is_next else _channels_last(target_obs)
             metrics = self._update_fast(
                 obs, batch.action, batch.reward, next_obs, batch.discount, target_obs, step
             )
@@ -416,7 +424,13 @@ class SACAgent:
         metrics: dict[str, torch.Tensor] = {}
         actor_due = step % self.cfg.actor_update_every == 0
         due = [i for i, o in enumerate(self.objectives) if step % o.update_every == 0]
-        target_q = self._td_target(reward, next_obs, discount)
+        next_maps = None
+        if target_obs is next_obs and any(self.objectives[i].target_offset is not None for i in due):
+            # The IMM target is next_obs: one online trunk pass (with gradient, for the IMM loss) also gives the
+            # policy's next action in the TD target (detached).
+            with self.autocast():
+                next_maps = self.critic.encoder.trunk(next_obs)
+        target_q = self._td_target(reward, next_obs, discount, next_maps)
         with self.autocast():
             encoded = self.critic.encoder(obs)
             q1, q2 = self.critic.q_values(encoded.features, action)
@@ -427,7 +441,7 @@ class SACAgent:
         metrics.update({"critic_loss": critic_loss, "q1": q1.mean(), "target_q": target_q.mean()})
         aux_loss = None
         if due:
-            aux_loss, parts = self._auxiliary_losses(obs, encoded, target_obs, due)
+            aux_loss, parts = self._auxiliary_losses(obs, encoded, target_obs, due, next_maps)
             metrics.update(parts)
             metrics["aux_loss"] = aux_loss
         # Every gradient at the parameters this update started from, before any optimiser changes them in place.
@@ -446,11 +460,21 @@ class SACAgent:
         _step_all(aux_opts, aux_params, aux_grads)
         return metrics
 
-    def _td_target(self, reward: torch.Tensor, next_obs: torch.Tensor, discount: torch.Tensor) -> torch.Tensor:
+    def _td_target(
+        self,
+        reward: torch.Tensor,
+        next_obs: torch.Tensor,
+        discount: torch.Tensor,
+        next_maps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Soft Bellman backup (Haarnoja et al. 2018, Eq. 3) from the target critic and the current policy's next
-        action. Discount is 0 only at true termination, so time-limit ends bootstrap."""
+        action (from ``next_maps``, the online trunk's maps of ``next_obs``, when already computed). Discount is 0
+        only at true termination, so time-limit ends bootstrap."""
         with torch.no_grad(), self.autocast():
-            _, next_action, next_log_pi = self.actor(next_obs)
+            if next_maps is None:
+                _, next_action, next_log_pi = self.actor(next_obs)
+            else:
+                _, next_action, next_log_pi = self.actor.from_maps(next_maps.detach())
             target_q1, target_q2 = self.critic_target(next_obs, next_action)
             target_v = torch.min(target_q1, target_q2) - self.alpha.detach() * next_log_pi
             return reward + discount * self.cfg.discount * target_v
@@ -477,10 +501,15 @@ class SACAgent:
         }
 
     def _auxiliary_losses(
-        self, obs: torch.Tensor, encoded: Encoded | None, target_obs: torch.Tensor | None, due: list[int]
+        self,
+        obs: torch.Tensor,
+        encoded: Encoded | None,
+        target_obs: torch.Tensor | None,
+        due: list[int],
+        target_maps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Sum of the due objectives' losses (fp32) and their parts; encodes what the objectives read and
-        ``encoded`` does not provide (the IMM target's conv maps; the observation when ``encoded`` is None)."""
+        ``encoded`` and ``target_maps`` do not provide (the IMM target's conv maps; the observation's encoding)."""
         metrics: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self.device)
         needs_target = any(self.objectives[i].target_offset is not None for i in due)
@@ -488,9 +517,8 @@ class SACAgent:
         with self.autocast():
             if encoded is None and needs_encoding:
                 encoded = self.critic.encoder(obs)
-            target_maps = (
-                self.critic.encoder.trunk(target_obs) if needs_target and target_obs is not None else None
-            )
+            if target_maps is None and needs_target and target_obs is not None:
+                target_maps = self.critic.encoder.trunk(target_obs)
             inputs = AuxInputs(obs, encoded, target_obs, target_maps)
             for i in due:
                 loss, parts = self.objectives[i].loss(inputs)
