@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import resource
+import sys
 from typing import Literal
 
 import torch
@@ -38,3 +40,9 @@ def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "
     if precision not in ("fp32", "bf16"):
         raise ConfigError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
     return precision  # type: ignore[return-value]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (replay, models, activations, everything)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux

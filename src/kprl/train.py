@@ -29,7 +29,7 @@ from kprl.checkpoint import (
 )
 from kprl.envs.dmc import DMCEnv, default_action_repeat, split_task
 from kprl.errors import CheckpointError, ConfigError, KprlError, TrainingError
-from kprl.hardware import resolve_device
+from kprl.hardware import peak_rss_mib, resolve_device
 from kprl.logger import RunLogger, Throughput
 from kprl.replay import FrameReplay
 from kprl.video import write_video
@@ -334,6 +334,7 @@ class Workspace:
             **result,
             "eval_seconds": round(eval_seconds, 3),
             "wall_hours": round((s.wall_seconds + self._elapsed()) / 3600, 5),
+            "peak_rss_mib": round(peak_rss_mib(), 1),
         }
         self.logger.log_eval(row)
         self.logger.print(
@@ -362,6 +363,10 @@ class Workspace:
             self.logger.close()
             return self._summary()
         resumed = s.env_step > 0
+        self.logger.print(
+            f"{cfg.agent} on {cfg.env.task}: {self.device}, {torch.get_num_threads()} threads, precision "
+            f"{self.agent.precision}{' (auto)' if cfg.precision == 'auto' else ''}, {cfg.update_path} update path"
+        )
         if resumed:
             self.logger.print(f"resuming {self.run_dir} from env step {s.env_step}")
         else:
