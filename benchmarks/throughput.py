@@ -32,6 +32,7 @@ from kprl.agents.factory import make_agent  # noqa: E402
 from kprl.agents.sac import SACAgent  # noqa: E402
 from kprl.config import SEED_AGENT_STEPS, TrainConfig  # noqa: E402
 from kprl.envs.dmc import DMCEnv  # noqa: E402
+from kprl.hardware import keep_freed_memory  # noqa: E402
 from kprl.replay import FrameReplay  # noqa: E402
 
 OBS_SHAPE = (9, 84, 84)
@@ -142,6 +143,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--agents", default="sac_ae,sac_ae_imm,sac_imm")
     args = parser.parse_args()
+    allocator_tuned = keep_freed_memory()  # as `kprl train` does
 
     replay = filled_replay()
     transitions = len(replay)
@@ -154,6 +156,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "device": args.device,
             "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+            "glibc_keeps_freed_memory": allocator_tuned,
         },
         "batch_size": BATCH,
         "obs_shape": list(OBS_SHAPE),

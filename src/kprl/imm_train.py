@@ -34,7 +34,7 @@ from kprl.checkpoint import (
 from kprl.data.frames import FrameDataset, load_dataset
 from kprl.errors import CheckpointError, ConfigError, DataError, TrainingError
 from kprl.evaluation.landmarks import regression_report
-from kprl.hardware import resolve_device, resolve_precision
+from kprl.hardware import keep_freed_memory, resolve_device, resolve_precision
 from kprl.imm_pairs import PairSampler, centre_offset, crop_frames, crop_windows
 from kprl.logger import RunLogger, Throughput
 from kprl.nets.imm import IMM
@@ -188,6 +188,7 @@ class IMMTrainer:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
+        keep_freed_memory()
         self.data = load_dataset(Path(cfg.data))
         if self.data.image_size < cfg.image_size:
             raise ConfigError(

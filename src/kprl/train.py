@@ -29,7 +29,7 @@ from kprl.checkpoint import (
 )
 from kprl.envs.dmc import DMCEnv, default_action_repeat, split_task
 from kprl.errors import CheckpointError, ConfigError, KprlError, TrainingError
-from kprl.hardware import peak_rss_mib, resolve_device
+from kprl.hardware import keep_freed_memory, peak_rss_mib, resolve_device
 from kprl.logger import RunLogger, Throughput
 from kprl.replay import FrameReplay
 from kprl.video import write_video
@@ -249,6 +249,7 @@ class Workspace:
         self.run_dir = prepare_run_dir(cfg)
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
+        keep_freed_memory()
         torch.manual_seed(cfg.seed)
         self.np_rng = np.random.default_rng(cfg.seed)
         # Augmentation offsets are drawn on the CPU so the generator state resumes on any device.
