@@ -1,0 +1,194 @@
+"""Speed levers, each measured on its own (both sides in one process, alternating): prints one JSON object
+(results/levers_cpu.json). What docs/performance.md says each optimisation of the fast path is worth.
+
+* update structure x precision for one agent: reference/fast x fp32/bf16 (updates/s);
+* channels-last vs NCHW for the conv trunk and the pixel decoder (bf16 forward+backward, batch 128);
+* Adam step over the critic's parameters: for-loop, foreach and fused implementations;
+* the reconstruction target's dequantisation noise: one float draw per pixel vs random bytes;
+* network input: ``obs.float() / 255`` vs uint8 -> bf16 with 1/255 folded into the first conv;
+* glibc keeping freed memory (a child process each way: kernel time and page faults per update).
+
+Usage: ``python benchmarks/levers.py [--agent sac_ae] [--repeats 6]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from throughput import ACTION_DIM, BATCH, OBS_SHAPE, filled_replay  # noqa: E402
+
+from kprl.agents.factory import make_agent  # noqa: E402
+from kprl.agents.representations import dequantized_target  # noqa: E402
+from kprl.config import TrainConfig  # noqa: E402
+from kprl.hardware import keep_freed_memory  # noqa: E402
+from kprl.nets.encoder import ConvTrunk, PixelDecoder  # noqa: E402
+
+CL = torch.channels_last
+
+
+def alternate(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median milliseconds of each function, run in alternating rounds."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(warmup + repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {k: round(float(np.median(v)) * 1000, 2) for k, v in times.items()}
+
+
+def structure_and_precision(agent_name: str, repeats: int) -> dict:
+    replay = filled_replay()
+    rng = np.random.default_rng(0)
+    batches = [replay.sample(BATCH, rng, target_offset=1) for _ in range(2)]
+    agents = {}
+    for path in ("reference", "fast"):
+        for precision in ("fp32", "bf16"):
+            cfg = TrainConfig(agent=agent_name, update_path=path, precision=precision, batch_size=BATCH)  # type: ignore[arg-type]
+            torch.manual_seed(0)
+            agents[f"{path}/{precision}"] = make_agent(cfg, OBS_SHAPE, ACTION_DIM, "cpu")
+    steps = dict.fromkeys(agents, 0)
+
+    def step(name: str) -> Callable[[], object]:
+        def run() -> object:
+            agent, s = agents[name], steps[name]
+            batch = batches[s % 2] if agent.target_offset else batches[s % 2]._replace(target_obs=None)
+            steps[name] += 1
+            return agent.update(batch, s)
+
+        return run
+
+    ms = alternate({name: step(name) for name in agents}, repeats)
+    return {"ms_per_update": ms, "updates_per_second": {k: round(1000 / v, 3) for k, v in ms.items()}}
+
+
+def fwd_bwd(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    def run() -> object:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = module(x)
+        y.float().square().mean().backward()
+        return None
+
+    return run
+
+
+def memory_layout(repeats: int) -> dict:
+    obs = torch.randint(0, 256, (BATCH, *OBS_SHAPE), dtype=torch.uint8)
+    latent = torch.randn(BATCH, 50, requires_grad=True)
+    trunk_nchw, dec_nchw = ConvTrunk(9, 84), PixelDecoder(50, (32, 35, 35), 9, 84)
+    trunk_cl = ConvTrunk(9, 84).to(memory_format=CL)
+    dec_cl = PixelDecoder(50, (32, 35, 35), 9, 84).to(memory_format=CL)
+    obs_cl = obs.contiguous(memory_format=CL)
+    return {
+        "conv_trunk_fwd_bwd_ms": alternate(
+            {"nchw": fwd_bwd(trunk_nchw, obs), "channels_last": fwd_bwd(trunk_cl, obs_cl)}, repeats
+        ),
+        "pixel_decoder_fwd_bwd_ms": alternate(
+            {"nchw": fwd_bwd(dec_nchw, latent), "channels_last": fwd_bwd(dec_cl, latent)}, repeats
+        ),
+    }
+
+
+def adam(repeats: int) -> dict:
+    def critic_sized() -> list[torch.nn.Parameter]:
+        shapes = [(50, 39200), (50,), (1024, 51), (1024,), (1024, 1024), (1024,), (1, 1024), (1,)] * 2
+        params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        return params
+
+    opts = {
+        "for_loop": torch.optim.Adam(critic_sized(), foreach=False),
+        "foreach": torch.optim.Adam(critic_sized(), foreach=True),
+        "fused": torch.optim.Adam(critic_sized(), fused=True),
+    }
+    return {"critic_adam_step_ms": alternate({k: o.step for k, o in opts.items()}, repeats)}
+
+
+def pixels(repeats: int) -> dict:
+    obs = torch.randint(0, 256, (BATCH, *OBS_SHAPE), dtype=torch.uint8)
+
+    def per_pixel_float_noise() -> torch.Tensor:  # the straightforward form (pytorch_sac_ae's preprocess_obs)
+        x = torch.floor(obs.float() / 8) / 32 - 0.5
+        return x + torch.rand_like(x) / 32
+
+    def scaled_input() -> torch.Tensor:
+        return obs.float() / 255.0
+
+    def bf16_input() -> torch.Tensor:
+        return obs.to(torch.bfloat16)
+
+    return {
+        "reconstruction_target_ms": alternate(
+            {"float_noise_per_pixel": per_pixel_float_noise, "random_bytes": lambda: dequantized_target(obs)}, repeats
+        ),
+        "network_input_ms": alternate({"float_div_255": scaled_input, "uint8_to_bf16": bf16_input}, repeats),
+    }
+
+
+CHILD = """
+import sys, time, resource, numpy as np, torch
+sys.path.insert(0, {bench!r})
+from kprl.hardware import keep_freed_memory
+if {keep}: keep_freed_memory()
+from throughput import build, filled_replay, BATCH
+agent = build({agent!r}, 'fast', 'cpu'); replay = filled_replay(); rng = np.random.default_rng(0)
+batches = [replay.sample(BATCH, rng, target_offset=1) for _ in range(2)]
+run = lambda s: agent.update(batches[s % 2] if agent.target_offset else batches[s % 2]._replace(target_obs=None), s)
+for s in range(3): run(s)
+r0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.perf_counter()
+for s in range(3, 3 + {n}): run(s)
+dt = (time.perf_counter() - t0) / {n}; r1 = resource.getrusage(resource.RUSAGE_SELF)
+print(dt * 1000, (r1.ru_stime - r0.ru_stime) / {n} * 1000, (r1.ru_minflt - r0.ru_minflt) / {n})
+"""
+
+
+def allocator(agent_name: str, repeats: int) -> dict:
+    out: dict[str, dict[str, float]] = {}
+    bench = os.path.dirname(os.path.abspath(__file__))
+    for keep in (False, True, False, True):  # twice each, alternating
+        code = CHILD.format(bench=bench, keep=keep, agent=agent_name, n=repeats)
+        ms, sys_ms, faults = map(float, subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                                         text=True).stdout.split())  # fmt: skip
+        key = "glibc_keeps_freed_memory" if keep else "glibc_default"
+        entry = out.setdefault(key, {"ms_per_update": [], "kernel_ms_per_update": [], "page_faults_per_update": []})
+        entry["ms_per_update"].append(round(ms, 1))  # type: ignore[attr-defined]
+        entry["kernel_ms_per_update"].append(round(sys_ms, 1))  # type: ignore[attr-defined]
+        entry["page_faults_per_update"].append(round(faults))  # type: ignore[attr-defined]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agent", default="sac_ae")
+    parser.add_argument("--repeats", type=int, default=6)
+    args = parser.parse_args()
+    keep_freed_memory()
+    result = {
+        "agent": args.agent,
+        "batch_size": BATCH,
+        "torch_threads": torch.get_num_threads(),
+        "structure_and_precision": structure_and_precision(args.agent, args.repeats),
+        "memory_layout_bf16": memory_layout(args.repeats),
+        "adam": adam(args.repeats),
+        "pixels": pixels(args.repeats),
+        "allocator_fast_path": allocator(args.agent, args.repeats),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
