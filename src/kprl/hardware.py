@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import platform
 import resource
 import sys
 from typing import Literal
@@ -72,3 +74,18 @@ def keep_freed_memory() -> bool:
         return False
     # 32 MiB is the largest mmap threshold glibc accepts; blocks below it are served from the heap.
     return bool(mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2**30)) and mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(2**25)))
+
+
+def describe_machine(device: torch.device) -> str:
+    """One line naming the hardware a run used, for results tables: CPU model and cores, or the GPU."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    text = f"{cpu}, {cores} cores"
+    if device.type == "cuda" and torch.cuda.is_available():
+        text = f"{torch.cuda.get_device_name(device)} + {text}"
+    return text

@@ -7,6 +7,7 @@ kill resumes exactly where the last checkpoint left off and produces the same nu
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from kprl.checkpoint import (
 )
 from kprl.envs.dmc import DMCEnv, default_action_repeat, split_task
 from kprl.errors import CheckpointError, ConfigError, KprlError, TrainingError
-from kprl.hardware import keep_freed_memory, peak_rss_mib, resolve_device
+from kprl.hardware import describe_machine, keep_freed_memory, peak_rss_mib, resolve_device
 from kprl.logger import RunLogger, Throughput
 from kprl.replay import FrameReplay
 from kprl.video import write_video
@@ -344,6 +345,21 @@ class Workspace:
         )
         s.next_eval = (s.env_step // self.cfg.eval_every + 1) * self.cfg.eval_every
 
+    def _record_runtime(self) -> None:
+        """Append where and how this (re)start runs to ``runtime.jsonl`` (results tables name the machine)."""
+        record = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "env_step": self.state.env_step,
+            "machine": describe_machine(self.device),
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+            "precision": self.agent.precision,
+            "update_path": self.cfg.update_path,
+            "torch": torch.__version__,
+        }
+        with open(self.run_dir / "runtime.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
     def _elapsed(self) -> float:
         return time.perf_counter() - self._t_start
 
@@ -368,6 +384,7 @@ class Workspace:
             f"{cfg.agent} on {cfg.env.task}: {self.device}, {torch.get_num_threads()} threads, precision "
             f"{self.agent.precision}{' (auto)' if cfg.precision == 'auto' else ''}, {cfg.update_path} update path"
         )
+        self._record_runtime()
         if resumed:
             self.logger.print(f"resuming {self.run_dir} from env step {s.env_step}")
         else:
