@@ -21,7 +21,7 @@ import tyro
 
 from kprl.errors import KprlError
 
-SUBCOMMANDS = ("train", "eval", "plot", "collect", "imm", "keypoints", "doctor")
+SUBCOMMANDS = ("train", "eval", "plot", "report", "collect", "imm", "keypoints", "doctor")
 IMM_SUBCOMMANDS = ("train", "figure", "eval")
 T = TypeVar("T")
 TYRO_CONFIG = (tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff)
@@ -57,6 +57,23 @@ class PlotArgs:
     """Run directory of `kprl train`."""
     out: Path | None = None
     """Output image (default RUN_DIR/curves.png)."""
+
+
+@dataclass
+class ReportArgs:
+    """Aggregate training runs: tidy CSV of every evaluation, final-score table (mean ± std, IQM with bootstrap CI),
+    learning curves beside published ones, IMM loss during RL vs standalone, keypoint figures."""
+
+    runs: tyro.conf.Positional[tuple[Path, ...]]
+    """Run directories of `kprl train`, or folders holding them (searched recursively)."""
+    out: Path = Path("results/report")
+    """Directory to write the report into (files in it are replaced)."""
+    at: int | None = None
+    """Env step of the final-score table; None: the largest step every run has evaluated at."""
+    reference_results: Path | None = Path("../shared/reference_results")
+    """Folder of published per-seed curves (CSV) to draw beside ours; skipped when absent."""
+    imm_run: Path | None = None
+    """A `kprl imm train` run whose train/validation loss is drawn beside the keypoint agents' IMM loss."""
 
 
 @dataclass
@@ -226,6 +243,16 @@ def cmd_plot(args: list[str]) -> int:
     return 0
 
 
+def cmd_report(args: list[str]) -> int:
+    from kprl.report import write_report
+
+    ra = parse(ReportArgs, args, "kprl report")
+    summary = write_report(list(ra.runs), ra.out, ra.at, ra.reference_results, ra.imm_run)
+    for path in summary["written"]:
+        print(path)
+    return 0
+
+
 def cmd_collect(args: list[str]) -> int:
     from kprl.data.collect import collect
 
@@ -311,10 +338,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kprl`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: kprl {train,eval,plot,collect,imm,keypoints,doctor} [--help] [options]\n")
+        print("usage: kprl {train,eval,plot,report,collect,imm,keypoints,doctor} [--help] [options]\n")
         print("  train    train (or resume) an agent on a dm_control task from pixels")
         print("  eval     re-evaluate a saved agent, optionally writing a video")
         print("  plot     draw a run's learning curve (curves.png)")
+        print("  report   aggregate runs: tidy CSV, final scores (mean, IQM + bootstrap CI), curves, IMM loss")
         print("  collect  render a frame dataset (frames, actions, landmarks) for keypoint learning")
         print("  imm      IMM keypoints: train on a dataset, draw figures, evaluate against landmarks")
         print("  keypoints  detect keypoints in frames (npz, PNG folder or video) with a trained IMM model")
@@ -329,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "train": cmd_train,
             "eval": cmd_eval,
             "plot": cmd_plot,
+            "report": cmd_report,
             "collect": cmd_collect,
             "imm": cmd_imm,
             "keypoints": cmd_keypoints,
