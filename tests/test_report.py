@@ -123,8 +123,9 @@ def test_variant_labels_name_only_method_options() -> None:
 def test_bad_report_input_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert main(["report", str(tmp_path)]) == 2
+    assert main(["report"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("kprl: error:") for line in err)
+    assert len(err) == 3 and all(line.startswith("kprl: error:") for line in err)
     assert find_runs([tmp_path]) == []
 
 

@@ -277,6 +277,8 @@ def write_report(
     """Write the report of the runs under ``paths`` into ``out``; returns a summary with the files written."""
     from kprl.viz.report import imm_loss_figure, learning_curves_figure
 
+    if not paths:
+        raise KprlError("give the run directories (or folders holding them) to report on")
     run_dirs = find_runs(paths)
     if not run_dirs:
         raise KprlError(f"no training runs (config.json + eval.csv) under {', '.join(str(p) for p in paths)}")
