@@ -141,6 +141,24 @@ def save_checkpoint(
     return final
 
 
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete what a killed earlier attempt left half-written in ``run_dir``: checkpoint directories still under
+    their temporary name (``checkpoints/.tmp_step_*``, possibly gigabytes of replay) and temporary files of atomic
+    writes (``.NAME.*.tmp``, videos' ``.NAME.tmp.mp4``). Completed files never have these names. Returns what was
+    removed."""
+    run_dir = Path(run_dir)
+    removed: list[Path] = []
+    if not run_dir.is_dir():
+        return removed
+    for path in [*run_dir.glob(f"{CHECKPOINT_DIR}/.tmp_step_*"), *run_dir.glob(".*.tmp"), *run_dir.glob("*/.*.tmp*")]:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def find_checkpoint(path: Path) -> Path | None:
     """Resolve a run dir, a checkpoints dir, a step dir or a state file to the newest checkpoint directory."""
     path = Path(path)

@@ -27,6 +27,7 @@ from kprl.checkpoint import (
     atomic_write_text,
     find_checkpoint,
     load_state,
+    remove_stale_temporaries,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -196,6 +197,7 @@ class IMMTrainer:
             )
         self.split = split_episodes(self.data.episode_ids(), cfg.val_fraction, cfg.seed)
         self.run_dir = prepare_run_dir(cfg)
+        remove_stale_temporaries(self.run_dir)
         write_split(self.run_dir, self.split)
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)

@@ -24,6 +24,7 @@ from kprl.checkpoint import (
     find_checkpoint,
     load_replay_state,
     load_state,
+    remove_stale_temporaries,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -248,6 +249,7 @@ class Workspace:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.run_dir = prepare_run_dir(cfg)
+        remove_stale_temporaries(self.run_dir)
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         keep_freed_memory()
@@ -365,6 +367,13 @@ class Workspace:
 
     def _checkpoint(self) -> None:
         s = self.state
+        for name, module in self.agent.modules().items():
+            for pname, param in module.named_parameters():
+                if not bool(torch.isfinite(param).all()):
+                    raise TrainingError(
+                        f"parameter {name}.{pname} is not finite at env step {s.env_step} (update {s.updates}); "
+                        f"not saved: the last good checkpoint in {self.run_dir / 'checkpoints'} is kept"
+                    )
         s.next_checkpoint = (s.env_step // self.cfg.checkpoint_every + 1) * self.cfg.checkpoint_every
         wall = s.wall_seconds
         s.wall_seconds = wall + self._elapsed()

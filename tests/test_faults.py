@@ -1,0 +1,209 @@
+"""Fault injection: `kprl train` killed with SIGKILL at random moments, again and again, then rerun to the end.
+
+Whatever the kill interrupted (start-up, the seed phase, an update, an evaluation and its video, a checkpoint being
+written), the finished run must equal an uninterrupted one in what it logged: every evaluation and training episode
+exactly once, TensorBoard showing each step once, every video readable, one final checkpoint, and no temporary file
+left. The fast suite kills 3 times; ``make test-slow`` (marker ``slow``) 15 times.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kprl.checkpoint import checkpoint_steps
+
+# 40-env-step episodes (0.4 s at action repeat 8); evaluation + video and checkpoint every 80 env steps.
+ARGS = [
+    "--task", "cartpole_swingup", "--time-limit", "0.4", "--env-steps", "400", "--seed-steps", "80",
+    "--batch-size", "8", "--hidden-dim", "32", "--num-filters", "8", "--latent-dim", "8", "--image-size", "64",
+    "--eval-every", "80", "--eval-episodes", "1", "--checkpoint-every", "80", "--video", "True", "--video-size", "64",
+    "--threads", "1",
+]  # fmt: skip
+EVAL_STEPS = [0, 80, 160, 240, 320, 400]
+EPISODE_ENDS = list(range(40, 401, 40))
+
+
+def command(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "kprl.cli", "train", *ARGS, "--run-dir", str(run_dir)]
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def progress(run_dir: Path) -> int:
+    """Env step of the newest training episode logged (-1 before the first)."""
+    try:
+        logged = rows(run_dir / "train.csv")
+    except (FileNotFoundError, csv.Error):
+        return -1
+    return max((int(r["env_step"]) for r in logged if (r.get("env_step") or "").isdigit()), default=-1)
+
+
+def kill_repeatedly(run_dir: Path, kills: int, seed: int) -> list[tuple[int, float]]:
+    """Up to ``kills`` times: start the command, wait until training has logged a randomly chosen episode still
+    ahead of its last checkpoint (or, one time in five, not at all), wait a random extra 0-1.5 s and SIGKILL it. Kills therefore land at random in
+    start-up, updates, evaluations with their videos, log writes and checkpoints, however fast the machine is.
+    Returns (target env step, extra delay) of each kill."""
+    rng = np.random.default_rng(seed)
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    kills_done = []
+    for _ in range(kills):
+        resumes_from = max(checkpoint_steps(run_dir), default=-1) if run_dir.exists() else -1
+        ahead = [e for e in EPISODE_ENDS if e > resumes_from]
+        if not ahead:
+            break
+        # One kill in five during start-up (imports, env and agent construction, loading the checkpoint).
+        target = -1 if rng.random() < 0.2 else int(rng.choice(ahead))
+        extra = float(rng.uniform(0.0, 1.5))
+        proc = subprocess.Popen(command(run_dir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while proc.poll() is None and progress(run_dir) < target and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(extra)
+        proc.kill()
+        proc.wait()
+        kills_done.append((target, extra))
+    return kills_done
+
+
+def check_finished_run(run_dir: Path) -> None:
+    assert [int(r["env_step"]) for r in rows(run_dir / "eval.csv")] == EVAL_STEPS
+    assert [int(r["env_step"]) for r in rows(run_dir / "train.csv")] == EPISODE_ENDS
+    assert checkpoint_steps(run_dir) == [400]
+    leftovers = [p for p in run_dir.rglob("*") if ".tmp" in p.name]
+    assert not leftovers, leftovers
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"), purge_orphaned_data=True)
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/episode_return")] == EVAL_STEPS
+    assert [e.step for e in events.Scalars("train/episode_return")] == EPISODE_ENDS
+
+    import imageio.v2 as imageio
+
+    videos = sorted((run_dir / "videos").glob("*.mp4"))
+    assert [int(v.stem.split("_")[1]) for v in videos] == EVAL_STEPS
+    for video in videos:
+        with imageio.get_reader(video) as reader:
+            assert reader.get_next_data().shape == (64, 64, 3)
+
+
+def run_fault_injection(tmp_path: Path, kills: int, seed: int) -> None:
+    run_dir = tmp_path / "run"
+    done_kills = kill_repeatedly(run_dir, kills, seed)
+    assert len(done_kills) >= min(kills, 3)
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    done = subprocess.run(command(run_dir), env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    check_finished_run(run_dir)
+
+
+def test_train_killed_at_random_moments_resumes_to_a_complete_run(tmp_path: Path) -> None:
+    run_fault_injection(tmp_path, kills=3, seed=0)
+
+
+@pytest.mark.slow
+def test_train_killed_fifteen_times_resumes_to_a_complete_run(tmp_path: Path) -> None:
+    run_fault_injection(tmp_path, kills=15, seed=1)
+
+
+# ---------------------------------------------------------------------------------------------- in-process faults
+def tiny_config(run_dir: Path, **overrides: object):  # type: ignore[no-untyped-def]
+    from kprl.config import TrainConfig
+
+    cfg = TrainConfig(run_dir=run_dir, env_steps=240, seed_steps=80, batch_size=8, eval_every=80, eval_episodes=1,
+                      checkpoint_every=80, video=False, threads=1)  # fmt: skip
+    cfg.env.time_limit = 0.4
+    cfg.env.image_size = 64
+    cfg.sac.hidden_dim = 32
+    cfg.encoder.num_filters = 8
+    cfg.encoder.latent_dim = 8
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def test_disk_full_while_checkpointing_is_a_clear_error_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import torch
+
+    from kprl import checkpoint
+    from kprl.errors import CheckpointError
+    from kprl.train import train
+
+    real_save, calls = torch.save, []
+
+    def full_disk_on_second_save(obj: object, f: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, f)
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk_on_second_save)
+    run = tmp_path / "run"
+    with pytest.raises(CheckpointError, match="could not write checkpoint.*No space left on device"):
+        train(tiny_config(run), quiet=True)
+    assert checkpoint_steps(run) == [80]  # the previous checkpoint is complete
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+    checkpoint.load_state(checkpoint.find_checkpoint(run))
+    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    assert train(tiny_config(run), quiet=True)["env_steps"] == 240  # space freed: the same command resumes
+
+
+def test_non_finite_loss_stops_with_its_name_and_step_and_keeps_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kprl.agents.sac import SACAgent
+    from kprl.errors import TrainingError
+    from kprl.train import train
+
+    real_update = SACAgent.update
+
+    def diverging(self: SACAgent, batch, step, generator=None):  # type: ignore[no-untyped-def]
+        metrics = real_update(self, batch, step, generator)
+        if step >= 12:
+            metrics["train/critic_loss"] = float("nan")
+        return metrics
+
+    monkeypatch.setattr(SACAgent, "update", diverging)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"train/critic_loss became nan at env step \d+ \(update 13\)"):
+        train(tiny_config(run, seed_update_burst=False), quiet=True)
+    assert checkpoint_steps(run) == [160]  # written before the loss diverged (update 13 = env step 176)
+
+
+def test_non_finite_parameters_are_never_checkpointed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from kprl.agents.sac import SACAgent
+    from kprl.errors import TrainingError
+    from kprl.train import train
+
+    real_update = SACAgent.update
+
+    def poisoning(self: SACAgent, batch, step, generator=None):  # type: ignore[no-untyped-def]
+        metrics = real_update(self, batch, step, generator)
+        if step >= 5:  # from env step 120 on; the next checkpoint is due at 160
+            with torch.no_grad():
+                self.critic.q1[0].weight[0, 0] = float("inf")
+        return metrics
+
+    monkeypatch.setattr(SACAgent, "update", poisoning)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"parameter critic\.q1\.0\.weight is not finite at env step 160"):
+        train(tiny_config(run, seed_update_burst=False), quiet=True)
+    assert checkpoint_steps(run) == [80]
