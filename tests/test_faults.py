@@ -197,7 +197,9 @@ def test_non_finite_parameters_are_never_checkpointed(tmp_path: Path, monkeypatc
 
     def poisoning(self: SACAgent, batch, step, generator=None):  # type: ignore[no-untyped-def]
         metrics = real_update(self, batch, step, generator)
-        if step >= 5:  # from env step 120 on; the next checkpoint is due at 160
+        # Update 9 comes at agent step 19, the last before the episode that ends at env step 160 (evaluation, then
+        # the checkpoint); its losses were finite, the next update's would not be.
+        if step == 9:
             with torch.no_grad():
                 self.critic.q1[0].weight[0, 0] = float("inf")
         return metrics
