@@ -112,3 +112,20 @@ def test_console_script_help_and_doctor() -> None:
                          timeout=120)  # fmt: skip
     assert doc.returncode == 0, doc.stdout + doc.stderr
     assert "render: ok" in doc.stdout and "MUJOCO_GL: egl" in doc.stdout
+
+
+@pytest.mark.parametrize("backend", ["bogus", "osmesa"])
+def test_unusable_rendering_backend_is_one_line_naming_mujoco_gl(backend: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    if backend == "osmesa" and __import__("ctypes.util").util.find_library("OSMesa"):
+        pytest.skip("OSMesa is installed here, so this backend works")
+    env = {**__import__("os").environ, "MUJOCO_GL": backend}
+    result = subprocess.run([sys.executable, "-m", "kprl.cli", "train", "--run-dir", str(tmp_path / "run")],
+                            env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2
+    err = result.stderr.strip()
+    assert err.startswith("kprl: error: dm_control cannot start its renderer with MUJOCO_GL=")
+    assert len(err.splitlines()) == 1 and "MUJOCO_GL=egl" in err
+    assert not (tmp_path / "run").exists()

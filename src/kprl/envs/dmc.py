@@ -18,14 +18,27 @@ see ``tests/test_env.py``).
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections import deque
 from typing import NamedTuple
 
 import numpy as np
-from dm_control import suite
-from dm_control.mujoco import engine
-from dm_control.rl import control
+
+from kprl.errors import KprlError
+
+try:
+    from dm_control import suite
+    from dm_control.mujoco import engine
+    from dm_control.rl import control
+except (ImportError, RuntimeError, OSError, AttributeError) as exc:
+    # dm_control picks its OpenGL backend from MUJOCO_GL when imported: a wrong value or a missing library fails
+    # here, deep inside PyOpenGL. Say what to do instead.
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    raise KprlError(
+        f"dm_control cannot start its renderer with MUJOCO_GL={os.environ.get('MUJOCO_GL', '')!r} ({first}); "
+        "use MUJOCO_GL=egl (libEGL, e.g. Debian's libegl1) or MUJOCO_GL=osmesa (libosmesa6), then `kprl doctor`"
+    ) from exc
 
 # Action repeat per domain from PlaNet (Hafner et al. 2019), used by SAC+AE, CURL, DrQ and our reference runs.
 PLANET_ACTION_REPEAT: dict[str, int] = {
