@@ -84,3 +84,27 @@ def test_corrupt_checkpoints_are_one_line_errors(tmp_path: Path, damage: str, ca
     err = capsys.readouterr().err.strip()
     assert err.startswith("kprl: error:") and "checkpoint" in err and len(err.splitlines()) == 1
     assert state.read_bytes() == before  # nothing overwritten
+
+
+def test_checkpoint_of_another_agent_is_refused_by_eval_and_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from test_faults import tiny_config
+
+    from kprl.train import train
+
+    source = tmp_path / "sac_ae"
+    train(tiny_config(source, env_steps=120), quiet=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    C.save_json(tiny_config(other, env_steps=120, agent="sac_imm"), other / "config.json")
+    shutil.copytree(source / "checkpoints", other / "checkpoints")
+    before = sorted(p.name for p in other.rglob("*"))
+    assert main(["eval", "--run-dir", str(other)]) == 2
+    assert "holds agent 'sac_ae', config says 'sac_imm'" in capsys.readouterr().err
+    cfg = tiny_config(other, env_steps=120, agent="sac_imm")
+    with pytest.raises(CheckpointError, match="belongs to agent 'sac_ae', not 'sac_imm'"):
+        train(cfg, quiet=True)
+    assert sorted(p.name for p in other.rglob("*")) == before
