@@ -120,18 +120,10 @@ def test_train_killed_fifteen_times_resumes_to_a_complete_run(tmp_path: Path) ->
 
 # ---------------------------------------------------------------------------------------------- in-process faults
 def tiny_config(run_dir: Path, **overrides: object):  # type: ignore[no-untyped-def]
-    from kprl.config import TrainConfig
+    """test_train's tiny run: 240 env steps, one evaluation episode."""
+    from test_train import tiny_config as train_tiny_config
 
-    cfg = TrainConfig(run_dir=run_dir, env_steps=240, seed_steps=80, batch_size=8, eval_every=80, eval_episodes=1,
-                      checkpoint_every=80, video=False, threads=1)  # fmt: skip
-    cfg.env.time_limit = 0.4
-    cfg.env.image_size = 64
-    cfg.sac.hidden_dim = 32
-    cfg.encoder.num_filters = 8
-    cfg.encoder.latent_dim = 8
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
-    return cfg
+    return train_tiny_config(run_dir, **{"env_steps": 240, "eval_episodes": 1, **overrides})
 
 
 def test_disk_full_while_checkpointing_is_a_clear_error_and_keeps_the_last_checkpoint(

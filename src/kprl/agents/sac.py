@@ -374,28 +374,15 @@ class SACAgent:
             obs, next_obs = _channels_last(obs), _channels_last(next_obs)
             if target_obs is not None:
                 target_obs = next_obs if target_is_next else _channels_last(target_obs)
-            metrics = self._update_fast(
-                obs, batch.action, batch.reward, next_obs, batch.discount, target_obs, step
-            )
-        else:
-            metrics = self._update_reference(
-                obs, batch.action, batch.reward, next_obs, batch.discount, target_obs, step
-            )
+        views = batch._replace(obs=obs, next_obs=next_obs, target_obs=target_obs)  # what the networks see
+        metrics = self._update_fast(views, step) if self.fast else self._update_reference(views, step)
         # One device sync for all metrics instead of one per scalar.
         values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
         return {f"train/{k}": v for k, v in zip(metrics, values, strict=True)}
 
-    def _update_reference(
-        self,
-        obs: torch.Tensor,
-        action: torch.Tensor,
-        reward: torch.Tensor,
-        next_obs: torch.Tensor,
-        discount: torch.Tensor,
-        target_obs: torch.Tensor | None,
-        step: int,
-    ) -> dict[str, torch.Tensor]:
+    def _update_reference(self, views: Batch, step: int) -> dict[str, torch.Tensor]:
         """pytorch_sac_ae's update: each part encodes its inputs again with the parameters of that moment."""
+        obs, action, reward, discount, next_obs, target_obs = views
         metrics: dict[str, torch.Tensor] = {}
         metrics.update(self._update_critic(obs, action, reward, next_obs, discount))
         if step % self.cfg.actor_update_every == 0:
@@ -407,20 +394,12 @@ class SACAgent:
             metrics.update(self._update_objectives(obs, target_obs, due))
         return metrics
 
-    def _update_fast(
-        self,
-        obs: torch.Tensor,
-        action: torch.Tensor,
-        reward: torch.Tensor,
-        next_obs: torch.Tensor,
-        discount: torch.Tensor,
-        target_obs: torch.Tensor | None,
-        step: int,
-    ) -> dict[str, torch.Tensor]:
+    def _update_fast(self, views: Batch, step: int) -> dict[str, torch.Tensor]:
         """The same losses as :meth:`_update_reference` from one encoder pass on ``obs`` (module docstring).
 
         Random draws happen in the reference order (next action, policy sample, auxiliary noise), so with equal
         parameters and seeds both paths see the same numbers."""
+        obs, action, reward, discount, next_obs, target_obs = views
         metrics: dict[str, torch.Tensor] = {}
         actor_due = step % self.cfg.actor_update_every == 0
         due = [i for i, o in enumerate(self.objectives) if step % o.update_every == 0]
