@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,40 +41,41 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def progress(run_dir: Path) -> int:
-    """Env step of the newest training episode logged (-1 before the first)."""
-    try:
-        logged = rows(run_dir / "train.csv")
-    except (FileNotFoundError, csv.Error):
-        return -1
-    return max((int(r["env_step"]) for r in logged if (r.get("env_step") or "").isdigit()), default=-1)
-
-
-def kill_repeatedly(run_dir: Path, kills: int, seed: int) -> list[tuple[int, float]]:
-    """Up to ``kills`` times: start the command, wait until training has logged a randomly chosen episode still
-    ahead of its last checkpoint (or, one time in five, not at all), wait a random extra 0-1.5 s and SIGKILL it. Kills therefore land at random in
-    start-up, updates, evaluations with their videos, log writes and checkpoints, however fast the machine is.
-    Returns (target env step, extra delay) of each kill."""
+def kill_at_random_progress(
+    cmd: list[str], progress_of: Callable[[], int], milestones: list[int], kills: int, seed: int,
+    max_extra: float = 1.5,
+) -> list[tuple[int, float]]:
+    """Up to ``kills`` times: start ``cmd``, wait until ``progress_of()`` reaches a randomly chosen milestone still
+    ahead (or, one time in five, not at all), wait a random extra 0 to ``max_extra`` s and SIGKILL it. Kills therefore land at
+    random in start-up, computation and every kind of write, however fast the machine is. Returns (milestone,
+    extra delay) of each kill."""
     rng = np.random.default_rng(seed)
     env = {**os.environ, "MUJOCO_GL": "egl"}
-    kills_done = []
+    done = []
     for _ in range(kills):
-        resumes_from = max(checkpoint_steps(run_dir), default=-1) if run_dir.exists() else -1
-        ahead = [e for e in EPISODE_ENDS if e > resumes_from]
+        ahead = [m for m in milestones if m > progress_of()]
         if not ahead:
             break
-        # One kill in five during start-up (imports, env and agent construction, loading the checkpoint).
         target = -1 if rng.random() < 0.2 else int(rng.choice(ahead))
-        extra = float(rng.uniform(0.0, 1.5))
-        proc = subprocess.Popen(command(run_dir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        extra = float(rng.uniform(0.0, max_extra))
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
-        while proc.poll() is None and progress(run_dir) < target and time.time() < deadline:
+        while proc.poll() is None and progress_of() < target and time.time() < deadline:
             time.sleep(0.02)
         time.sleep(extra)
         proc.kill()
         proc.wait()
-        kills_done.append((target, extra))
-    return kills_done
+        done.append((target, extra))
+    return done
+
+
+def last_logged(csv_file: Path, key: str) -> int:
+    """The largest ``key`` in a CSV log (-1 if there is none yet)."""
+    try:
+        logged = rows(csv_file)
+    except (FileNotFoundError, csv.Error):
+        return -1
+    return max((int(r[key]) for r in logged if (r.get(key) or "").isdigit()), default=-1)
 
 
 def check_finished_run(run_dir: Path) -> None:
@@ -101,7 +103,9 @@ def check_finished_run(run_dir: Path) -> None:
 
 def run_fault_injection(tmp_path: Path, kills: int, seed: int) -> None:
     run_dir = tmp_path / "run"
-    done_kills = kill_repeatedly(run_dir, kills, seed)
+    done_kills = kill_at_random_progress(
+        command(run_dir), lambda: last_logged(run_dir / "train.csv", "env_step"), EPISODE_ENDS, kills, seed
+    )
     assert len(done_kills) >= min(kills, 3)
     env = {**os.environ, "MUJOCO_GL": "egl"}
     done = subprocess.run(command(run_dir), env=env, capture_output=True, text=True, timeout=600)
@@ -116,6 +120,56 @@ def test_train_killed_at_random_moments_resumes_to_a_complete_run(tmp_path: Path
 @pytest.mark.slow
 def test_train_killed_fifteen_times_resumes_to_a_complete_run(tmp_path: Path) -> None:
     run_fault_injection(tmp_path, kills=15, seed=1)
+
+
+def test_collect_killed_at_random_moments_resumes_to_identical_shards(tmp_path: Path) -> None:
+    from kprl.data.collect import collect
+    from kprl.data.frames import shard_files
+
+    out = tmp_path / "data"
+    cmd = [sys.executable, "-m", "kprl.cli", "collect", "--out", str(out), "--env-steps", "1200", "--task",
+           "cartpole_swingup", "--time-limit", "0.4", "--image-size", "32", "--episodes-per-shard", "1"]  # fmt: skip
+    shards = lambda: len(shard_files(out)) if (out / "meta.json").is_file() else -1  # noqa: E731
+    # 30 one-episode shards of 32 px frames take a few seconds: kill within 0.3 s of a shard being written.
+    assert len(kill_at_random_progress(cmd, shards, list(range(1, 31)), kills=3, seed=2, max_extra=0.3)) >= 2
+    done = subprocess.run(cmd, env={**os.environ, "MUJOCO_GL": "egl"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    straight = tmp_path / "straight"
+    collect(straight, env_steps=1200, task="cartpole_swingup", time_limit=0.4, image_size=32, episodes_per_shard=1,
+            quiet=True)  # fmt: skip
+    files = lambda d: {f.name: f.read_bytes() for f in d.iterdir()}  # noqa: E731
+    assert files(out) == files(straight)  # byte-identical, no temporaries
+
+
+def test_imm_train_killed_at_random_moments_resumes_to_the_same_model(tmp_path: Path) -> None:
+    import torch
+
+    from kprl.data.synthetic import write_shapes_dataset
+    from kprl.imm_train import load_imm
+
+    data = write_shapes_dataset(tmp_path / "squares", episodes=6, length=8, size=28)
+
+    def cmd(run_dir: Path) -> list[str]:
+        return [sys.executable, "-m", "kprl.cli", "imm", "train", "--data", str(data), "--run-dir", str(run_dir),
+                "--steps", "40", "--checkpoint-every", "5", "--log-every", "5", "--eval-every", "5", "--threads", "1",
+                "--keypoints", "2", "--image-size", "24", "--num-conv-layers", "2", "--num-filters", "8",
+                "--batch-size", "8", "--val-pairs", "16"]  # fmt: skip
+
+    run = tmp_path / "run"
+    kills = kill_at_random_progress(cmd(run), lambda: last_logged(run / "train.csv", "step"), list(range(5, 41, 5)),
+                                    kills=3, seed=3)  # fmt: skip
+    assert len(kills) >= 2
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    for run_dir in (run, tmp_path / "straight"):
+        done = subprocess.run(cmd(run_dir), env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert [int(r["step"]) for r in rows(run / "train.csv")] == list(range(5, 41, 5))
+    assert [int(r["step"]) for r in rows(run / "eval.csv")] == list(range(0, 41, 5))
+    assert checkpoint_steps(run) == [40]
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+    a, b = load_imm(run).model.state_dict(), load_imm(tmp_path / "straight").model.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
 # ---------------------------------------------------------------------------------------------- in-process faults
