@@ -66,6 +66,9 @@ def test_unknown_key_in_config_file_is_rejected(tmp_path: Path) -> None:
         (lambda c: (setattr(c, "env_steps", 500), setattr(c, "seed_steps", 1000)), "--env-steps .* must exceed"),
         (lambda c: setattr(c.sac, "discount", 1.5), "--discount must be in"),
         (lambda c: setattr(c, "device", "tpu"), "--device must be"),
+        (lambda c: setattr(c.keypoint, "keypoints", 0), "--keypoints must be >= 1"),
+        (lambda c: setattr(c.keypoint, "sigma", 0.0), "--sigma must be > 0"),
+        (lambda c: setattr(c.keypoint, "imm_lr", -1e-3), "--imm-lr must be > 0"),
     ],
 )
 def test_out_of_range_values_are_rejected(mutate, message: str) -> None:  # type: ignore[no-untyped-def]

@@ -86,25 +86,53 @@ def test_corrupt_checkpoints_are_one_line_errors(tmp_path: Path, damage: str, ca
     assert state.read_bytes() == before  # nothing overwritten
 
 
-def test_checkpoint_of_another_agent_is_refused_by_eval_and_resume(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import shutil
-
+@pytest.fixture(scope="module")
+def sac_ae_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from test_faults import tiny_config
 
     from kprl.train import train
 
-    source = tmp_path / "sac_ae"
+    source = tmp_path_factory.mktemp("source") / "sac_ae"
     train(tiny_config(source, env_steps=120), quiet=True)
+    return source
+
+
+def foreign_run(source: Path, tmp_path: Path, **overrides: object):  # type: ignore[no-untyped-def]
+    """A run dir whose config differs from the checkpoint it holds (copied from ``source``)."""
+    import shutil
+
+    from test_faults import tiny_config
+
     other = tmp_path / "other"
+    cfg = tiny_config(other, env_steps=120, **overrides)
     other.mkdir()
-    C.save_json(tiny_config(other, env_steps=120, agent="sac_imm"), other / "config.json")
+    C.save_json(cfg, other / "config.json")
     shutil.copytree(source / "checkpoints", other / "checkpoints")
-    before = sorted(p.name for p in other.rglob("*"))
+    return other, cfg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "eval_message", "resume_message"),
+    [
+        ({"agent": "sac_imm"}, "holds agent 'sac_ae', config says 'sac_imm'", "belongs to agent 'sac_ae', not 'sac_imm'"),
+        ({"image_size": 48}, "does not fit agent sac_ae", "does not fit this agent"),
+    ],
+)
+def test_checkpoint_of_another_agent_or_image_size_is_refused_by_eval_and_resume(
+    sac_ae_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: dict, eval_message: str,
+    resume_message: str,
+) -> None:
+    from kprl.train import train
+
+    image_size = overrides.pop("image_size", None)
+    other, cfg = foreign_run(sac_ae_run, tmp_path, **overrides)
+    if image_size is not None:
+        cfg.env.image_size = image_size
+        C.save_json(cfg, other / "config.json")
+    before = sorted((p.name, p.stat().st_size) for p in other.rglob("*") if p.is_file())
     assert main(["eval", "--run-dir", str(other)]) == 2
-    assert "holds agent 'sac_ae', config says 'sac_imm'" in capsys.readouterr().err
-    cfg = tiny_config(other, env_steps=120, agent="sac_imm")
-    with pytest.raises(CheckpointError, match="belongs to agent 'sac_ae', not 'sac_imm'"):
+    err = capsys.readouterr().err.strip()
+    assert eval_message in err and len(err.splitlines()) == 1, err
+    with pytest.raises(CheckpointError, match=resume_message):
         train(cfg, quiet=True)
-    assert sorted(p.name for p in other.rglob("*")) == before
+    assert sorted((p.name, p.stat().st_size) for p in other.rglob("*") if p.is_file()) == before
