@@ -28,13 +28,27 @@ def resolve_device(name: str) -> torch.device:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 convolutions natively: a CUDA GPU that supports bf16 (Ampere or newer), or a
-    CPU whose oneDNN has bf16 kernels (AVX512-BF16 / AMX on x86). Elsewhere bf16 is emulated and slower than fp32."""
+    """Whether ``device`` computes bf16 natively: a CUDA GPU of compute capability 8 or more (Ampere and newer), or a
+    CPU with bf16 instructions (x86: AVX512-BF16 or AMX; Arm: the ``bf16`` extension) and oneDNN. Elsewhere bf16 is
+    emulated and slower than fp32. (oneDNN's own check accepts any AVX512 CPU, emulated bf16 included.)"""
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":
-        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return torch.backends.mkldnn.is_available() and bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
     return False
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (x86 ``flags``, Arm ``Features``); empty where unreadable."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
 
 
 def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "bf16"]:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kprl.config import IMMConfig, TrainConfig
@@ -28,29 +27,30 @@ def dequantized_target(obs: torch.Tensor, bits: int = 5, dtype: torch.dtype = to
     """Reconstruction target of SAC+AE: reduce uint8 pixels to ``bits`` bits, centre to [-0.5, 0.5) and add uniform
     dequantisation noise of one bin (Kingma & Dhariwal 2018, Glow; as pytorch_sac_ae's ``preprocess_obs``).
 
-    The noise takes 256 evenly spaced values inside the bin (bin / 512 apart, a resolution far below what the bf16
-    decoder output resolves) from random bytes, eight per 64-bit draw: on the CPU drawing one float per pixel took
-    about as long as a conv layer's backward pass. ``dtype`` bf16 rounds the target to the decoder's bf16 output
-    precision (and halves its memory); the layout follows ``obs`` (channels-last stays channels-last)."""
+    The noise takes 256 evenly spaced values inside the bin (bin / 256 apart, the first bin / 512 from its edge) from
+    random bytes, eight per 64-bit draw: on the CPU drawing one float per pixel took about as long as a conv layer's
+    backward pass. The target is computed exactly in integers and rounded once to ``dtype`` (bf16: the decoder's
+    output precision, at half the memory); the layout follows ``obs`` (channels-last stays channels-last)."""
     if obs.dtype != torch.uint8:
         raise ValueError(f"the reconstruction target is made from uint8 pixels, got {obs.dtype}")
-    bins = 2**bits
     levels = torch.bitwise_right_shift(obs, 8 - bits)
     draws = torch.randint(-(2**63), 2**63 - 1, ((obs.numel() + 7) // 8,), dtype=torch.int64, device=obs.device)
-    # Byte i goes to pixel i in NCHW order whatever the layout of obs, so the same seed gives the same target on
-    # both update paths; the result takes obs's layout (one casting copy).
-    x = torch.empty_like(obs, dtype=dtype).copy_(draws.view(torch.uint8)[: obs.numel()].view(obs.shape))
-    # target = level / bins + (byte + 0.5) / (256 bins) - 0.5
-    x.mul_(1.0 / (256 * bins)).add_(0.5 / (256 * bins) - 0.5)
-    return x.add_(levels, alpha=1.0 / bins)
+    # With k = 256 * level + byte and n = 256 * 2**bits fine levels, the target (k + 0.5) / n - 0.5 is
+    # m / (2 n) for the odd integer m = 2 k + 1 - n, |m| < n. Byte i goes to pixel i in NCHW order whatever the
+    # layout of obs, so the same seed gives the same target on both update paths.
+    n = 256 * 2**bits
+    m = torch.empty_like(obs, dtype=torch.int16 if n <= 2**14 else torch.int32)
+    m.copy_(draws.view(torch.uint8)[: obs.numel()].view(obs.shape))
+    m.mul_(2).add_(levels, alpha=512).sub_(n - 1)
+    return m.to(dtype).mul_(1.0 / (2 * n))
 
 
 def pixel_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of images in the prediction's precision, returned as fp32. Under bf16 the residuals are bf16
-    (the decoder's output precision) and the mean is accumulated in fp32 by torch; autocast is switched off here
-    because it would cast both images to fp32, two more full-batch image tensors per loss."""
+    """Mean squared error of images: squared residuals in the prediction's precision (bf16 under bf16: the decoder's
+    output precision), their mean accumulated and returned in fp32. Autocast is switched off here because it would
+    cast both images to fp32, two more full-batch image tensors per loss."""
     with torch.autocast(prediction.device.type, enabled=False):
-        return F.mse_loss(prediction, target.to(prediction.dtype)).float()
+        return (prediction - target.to(prediction.dtype)).square().mean(dtype=torch.float32)
 
 
 class AuxInputs(NamedTuple):

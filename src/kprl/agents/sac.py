@@ -417,15 +417,18 @@ class SACAgent:
                 # The actor's own heads on the critic's conv maps, detached: the actor never trains the conv.
                 _, pi, log_pi = self.actor.from_maps(encoded.maps.detach())
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        metrics.update({"critic_loss": critic_loss, "q1": q1.mean(), "target_q": target_q.mean()})
+        metrics.update({"critic_loss": critic_loss.detach(), "q1": q1.detach().mean(), "target_q": target_q.mean()})
         aux_loss = None
         if due:
             aux_loss, parts = self._auxiliary_losses(obs, encoded, target_obs, due, next_maps)
             metrics.update(parts)
-            metrics["aux_loss"] = aux_loss
+            metrics["aux_loss"] = aux_loss.detach()
         # Every gradient at the parameters this update started from, before any optimiser changes them in place.
         critic_params = _params(self.critic_opt)
-        critic_grads = torch.autograd.grad(critic_loss, critic_params, retain_graph=aux_loss is not None)
+        # The auxiliary graph shares the critic's only through the encoding of obs (the reconstruction reads it; IMM
+        # reads the target's maps and its own GenNet trunk).
+        shares_graph = aux_loss is not None and any(self.objectives[i].needs_encoding for i in due)
+        critic_grads = torch.autograd.grad(critic_loss, critic_params, retain_graph=shares_graph, allow_unused=True)
         aux_opts = [self.encoder_opt, *(self.objective_opts[i] for i in due)] if due else []
         aux_params = [p for opt in aux_opts if opt is not None for p in _params(opt)]
         aux_grads = (
@@ -574,7 +577,16 @@ class SACAgent:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, module in self.modules().items():
             module.load_state_dict(state[name])
+        fused = self.fast and self.device.type in ("cpu", "cuda")
         for name, opt in self.optimizers().items():
             opt.load_state_dict(state[name])
+            # Optimizer.load_state_dict takes `fused` from the file and keeps the moments' memory layout: a state
+            # saved by the other update path would otherwise run the wrong Adam kernel on mismatched layouts.
+            for group in opt.param_groups:
+                group["fused"] = fused or None
+                for p in group["params"]:
+                    for key, value in opt.state.get(p, {}).items():
+                        if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                            opt.state[p][key] = value.contiguous(memory_format=_layout(p))
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])

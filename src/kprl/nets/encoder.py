@@ -109,7 +109,7 @@ class ConvTrunk(nn.Module):
             if i == 0:
                 # conv(obs / 255) computed as conv_{w / 255}(obs): scaling 32x9x3x3 weights instead of a whole
                 # batch of images saves a pass over the largest tensor of the update (same maths).
-                x = F.conv2d(x, conv.weight * (1.0 / 255.0), conv.bias, conv.stride)
+                x = F.conv2d(x, conv.weight * (1.0 / 255.0), conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
             else:
                 x = conv(x)
             if self.norms is not None:
