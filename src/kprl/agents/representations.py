@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kprl.config import IMMConfig, TrainConfig
@@ -46,11 +47,13 @@ def dequantized_target(obs: torch.Tensor, bits: int = 5, dtype: torch.dtype = to
 
 
 def pixel_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of images: squared residuals in the prediction's precision (bf16 under bf16: the decoder's
-    output precision), their mean accumulated and returned in fp32. Autocast is switched off here because it would
-    cast both images to fp32, two more full-batch image tensors per loss."""
+    """Mean squared error of images in the prediction's precision (bf16 under bf16: the decoder's output precision),
+    returned as fp32. torch accumulates the mean in fp32 but rounds the result to bf16, so under bf16 the logged
+    value has about three significant digits; gradients are unaffected. One fused kernel each way: measured faster
+    than an fp32-returning ``(p - t).square().mean(dtype=torch.float32)``. Autocast is switched off here because it
+    would cast both images to fp32, two more full-batch image tensors per loss."""
     with torch.autocast(prediction.device.type, enabled=False):
-        return (prediction - target.to(prediction.dtype)).square().mean(dtype=torch.float32)
+        return F.mse_loss(prediction, target.to(prediction.dtype)).float()
 
 
 class AuxInputs(NamedTuple):
