@@ -38,17 +38,22 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (x86 ``flags``, Arm ``Features``); empty where unreadable."""
+def _cpuinfo(*keys: str) -> str | None:
+    """The first value of any of ``keys`` in /proc/cpuinfo; None where absent or unreadable (not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
+                if key.strip() in keys:
+                    return value.strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (x86 ``flags``, Arm ``Features``); empty where unreadable."""
+    return set((_cpuinfo("flags", "Features") or "").split())
 
 
 def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "bf16"]:
@@ -92,12 +97,7 @@ def keep_freed_memory() -> bool:
 
 def describe_machine(device: torch.device) -> str:
     """One line naming the hardware a run used, for results tables: CPU model and cores, or the GPU."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = _cpuinfo("model name") or platform.processor() or platform.machine()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     text = f"{cpu}, {cores} cores"
     if device.type == "cuda" and torch.cuda.is_available():

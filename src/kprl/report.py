@@ -68,11 +68,13 @@ class Run:
     def steps(self) -> list[int]:
         return [int(r["env_step"]) for r in self.evals]
 
+    def row_at(self, env_step: int) -> dict[str, str] | None:
+        """The evaluation row at ``env_step``, if the run has one."""
+        return next((row for row in self.evals if int(row["env_step"]) == env_step), None)
+
     def return_at(self, env_step: int) -> float | None:
-        for row in self.evals:
-            if int(row["env_step"]) == env_step:
-                return float(row["episode_return"])
-        return None
+        row = self.row_at(env_step)
+        return None if row is None else float(row["episode_return"])
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -160,25 +162,19 @@ def final_scores(runs: Sequence[Run], at: int | None = None) -> tuple[int, list[
         at = max(common)
     rows = []
     for (label, task), members in groups(runs).items():
-        scores = [s for s in (r.return_at(at) for r in members) if s is not None]
-        if not scores:
+        reached = [(r, row) for r in members if (row := r.row_at(at)) is not None]
+        if not reached:
             continue
+        scores = [float(row["episode_return"]) for _, row in reached]
         ci = stratified_bootstrap_ci({task: scores}, statistic=iqm)
         rows.append({
             "agent": label, "task": task, "env_step": at, "runs": len(scores),
             "mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan"),
             "iqm": ci.estimate, "iqm_ci_low": ci.low, "iqm_ci_high": ci.high,
-            "seeds": " ".join(str(r.seed) for r in members if r.return_at(at) is not None),
-            "wall_hours_mean": float(np.mean([_wall_at(r, at) for r in members if r.return_at(at) is not None])),
+            "seeds": " ".join(str(r.seed) for r, _ in reached),
+            "wall_hours_mean": float(np.mean([float(row.get("wall_hours") or "nan") for _, row in reached])),
         })  # fmt: skip
     return at, rows
-
-
-def _wall_at(run: Run, env_step: int) -> float:
-    for row in run.evals:
-        if int(row["env_step"]) == env_step:
-            return float(row.get("wall_hours") or "nan")
-    return float("nan")
 
 
 def scores_markdown(at: int, rows: Sequence[dict[str, Any]]) -> str:
