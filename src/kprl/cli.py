@@ -15,13 +15,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import tyro
 
 from kprl.errors import KprlError
 
-SUBCOMMANDS = ("train", "eval", "plot", "report", "collect", "imm", "keypoints", "doctor")
+if TYPE_CHECKING:
+    from kprl.config import TrainConfig
+
+SUBCOMMANDS = ("train", "eval", "plot", "report", "sweep", "tune", "collect", "imm", "keypoints", "doctor")
 IMM_SUBCOMMANDS = ("train", "figure", "eval")
 T = TypeVar("T")
 TYRO_CONFIG = (tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff)
@@ -74,6 +77,67 @@ class ReportArgs:
     """Folder of published per-seed curves (CSV) to draw beside ours; skipped when absent."""
     imm_run: Path | None = None
     """A `kprl imm train` run whose train/validation loss is drawn beside the keypoint agents' IMM loss."""
+
+
+@dataclass
+class SweepArgs:
+    """Train every (agent, task, seed) as a Ray Tune trial (locally or on a Ray cluster), then report them all.
+    Options of the runs themselves: --config FILE and/or `kprl train` options after `--`. Rerun to resume."""
+
+    out: Path
+    """Sweep directory: run dirs in OUT/runs, the report in OUT/report, Ray's state in OUT/ray (shared storage on
+    a cluster)."""
+    agents: str = "sac_ae"
+    """Comma-separated agents (sac_ae,sac_ae_imm,sac_imm)."""
+    tasks: str = "cartpole_swingup"
+    """Comma-separated dm_control tasks."""
+    seeds: str = "1-3"
+    """Seeds: a range 1-5, a list 1,3,7, or both 1-3,10."""
+    env_steps: int = 100_000
+    """Environment steps per run."""
+    address: str | None = None
+    """None: a local Ray instance sized to this machine; auto: the cluster of `ray start`; ray://HOST:PORT: Ray
+    Client."""
+    cpus_per_run: float = 2.0
+    """CPU cores per trial (its torch threads unless the run options set --threads)."""
+    gpus_per_run: float = 0.0
+    """GPUs per trial (0.5: two trials share one); > 0 trains on cuda."""
+    max_concurrent: int | None = None
+    """At most this many trials at once; None: as many as the cores and GPUs hold."""
+    reference_results: Path | None = Path("../shared/reference_results")
+    """Published per-seed curves drawn beside the report's curves; skipped when absent."""
+
+
+@dataclass
+class TuneArgs:
+    """Hyperparameter search on Ray Tune with ASHA early stopping on evaluation return; saves the best configuration
+    as a file for `kprl train --config`. Options of the runs: --config FILE and/or `kprl train` options after `--`."""
+
+    space: Path
+    """YAML search space: option name -> list (choice), {choice|grid: [...]}, {uniform|loguniform|randint: [lo, hi]}
+    or a fixed value (docs/sweeps.md)."""
+    out: Path
+    """Search directory: trial run dirs in OUT/runs, OUT/trials.csv, OUT/best_config.json, Ray's state in OUT/ray."""
+    agent: str = "sac_imm"
+    """Agent to tune."""
+    task: str = "cartpole_swingup"
+    """dm_control task."""
+    samples: int = 8
+    """Configurations to sample from the space (each grid point is sampled this many times)."""
+    env_steps: int = 100_000
+    """Environment steps of a trial that is not stopped early."""
+    grace_period: int | None = None
+    """Env steps before ASHA may stop a trial; None: a quarter of --env-steps (at least --eval-every)."""
+    reduction_factor: float = 3.0
+    """ASHA keeps 1/reduction_factor of the trials at each rung."""
+    address: str | None = None
+    """None: a local Ray instance; auto or ray://HOST:PORT: an existing cluster."""
+    cpus_per_run: float = 2.0
+    """CPU cores per trial."""
+    gpus_per_run: float = 0.0
+    """GPUs per trial (fractions share a GPU)."""
+    max_concurrent: int | None = None
+    """At most this many trials at once; None: as many as the cores and GPUs hold."""
 
 
 @dataclass
@@ -253,6 +317,66 @@ def cmd_report(args: list[str]) -> int:
     return 0
 
 
+def _base_config(args: list[str], prog: str) -> tuple[list[str], TrainConfig]:
+    """Split ``args`` at ``--``: the command's own options before, `kprl train` options (and --config FILE) after,
+    parsed into the base :class:`TrainConfig` of every trial."""
+    from kprl import config as C
+
+    own, train_args = (args[: args.index("--")], args[args.index("--") + 1 :]) if "--" in args else (args, [])
+    config_file, own = _split_config_flag(own)
+    config_after, train_args = _split_config_flag(train_args)
+    config_file = config_after or config_file
+    default = C.load_json(C.TrainConfig, config_file) if config_file is not None else C.TrainConfig()
+    base = parse(C.TrainConfig, train_args, f"{prog} -- [kprl train options]", default=default)
+    return own, base
+
+
+def _finish(summary: dict) -> int:
+    print(json.dumps(summary))
+    for line in summary.get("failed", []):
+        print(f"kprl: error: trial {line}", file=sys.stderr)
+    return 1 if summary.get("failed") else 0
+
+
+def cmd_sweep(args: list[str]) -> int:
+    from kprl.sweep import Resources, parse_names, parse_seeds, sweep
+
+    own, base = _base_config(args, "kprl sweep")
+    sa = parse(SweepArgs, own, "kprl sweep")
+    summary = sweep(
+        agents=parse_names(sa.agents, "--agents"),
+        tasks=parse_names(sa.tasks, "--tasks"),
+        seeds=parse_seeds(sa.seeds),
+        env_steps=sa.env_steps,
+        out=sa.out,
+        base=base,
+        resources=Resources(sa.address, sa.cpus_per_run, sa.gpus_per_run, sa.max_concurrent),
+        reference_results=sa.reference_results,
+    )
+    return _finish(summary)
+
+
+def cmd_tune(args: list[str]) -> int:
+    from kprl.sweep import Resources, hyperparameter_search
+
+    own, base = _base_config(args, "kprl tune")
+    ta = parse(TuneArgs, own, "kprl tune")
+    summary = hyperparameter_search(
+        agent=ta.agent,
+        task=ta.task,
+        space_file=ta.space,
+        samples=ta.samples,
+        env_steps=ta.env_steps,
+        out=ta.out,
+        base=base,
+        resources=Resources(ta.address, ta.cpus_per_run, ta.gpus_per_run, ta.max_concurrent),
+        grace_period=ta.grace_period,
+        reduction_factor=ta.reduction_factor,
+    )
+    print(f"best configuration: {summary['best_config']}  (kprl train --config {summary['best_config']} --run-dir ...)")
+    return _finish(summary)
+
+
 def cmd_collect(args: list[str]) -> int:
     from kprl.data.collect import collect
 
@@ -338,11 +462,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kprl`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: kprl {train,eval,plot,report,collect,imm,keypoints,doctor} [--help] [options]\n")
+        print("usage: kprl {train,eval,plot,report,sweep,tune,collect,imm,keypoints,doctor} [--help] [options]\n")
         print("  train    train (or resume) an agent on a dm_control task from pixels")
         print("  eval     re-evaluate a saved agent, optionally writing a video")
         print("  plot     draw a run's learning curve (curves.png)")
         print("  report   aggregate runs: tidy CSV, final scores (mean, IQM + bootstrap CI), curves, IMM loss")
+        print("  sweep    train agents x tasks x seeds as Ray Tune trials (local or cluster), then report")
+        print("  tune     hyperparameter search on Ray Tune with ASHA; saves the best config for train --config")
         print("  collect  render a frame dataset (frames, actions, landmarks) for keypoint learning")
         print("  imm      IMM keypoints: train on a dataset, draw figures, evaluate against landmarks")
         print("  keypoints  detect keypoints in frames (npz, PNG folder or video) with a trained IMM model")
@@ -358,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "eval": cmd_eval,
             "plot": cmd_plot,
             "report": cmd_report,
+            "sweep": cmd_sweep,
+            "tune": cmd_tune,
             "collect": cmd_collect,
             "imm": cmd_imm,
             "keypoints": cmd_keypoints,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -278,6 +280,71 @@ class TrainConfig:
 # Options that may differ between the stored config of a run and the command that resumes it: they change how
 # (or how long) the run executes, not what it computes.
 RESUMABLE_FIELDS = frozenset({"device", "threads", "env_steps", "steps", "video", "log_every", "run_dir"})
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Every option of a config dataclass by its dotted name (``sac.actor_lr``), nested dataclasses expanded."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+def option_name(name: str, cls: type = TrainConfig) -> str:
+    """The dotted name of an option given as dotted (``keypoint.imm_lr``), as its field (``imm_lr``) or as its flag
+    (``--imm-lr``, ``imm-lr``); a :class:`ConfigError` for an unknown name."""
+    names = list(flatten(cls()))
+    key = name.strip().lstrip("-").replace("-", "_")
+    if key in names:
+        return key
+    matches = [n for n in names if n.rsplit(".", 1)[-1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    raise ConfigError(f"unknown option {name!r} (see kprl train --help)")
+
+
+def with_options(cfg: Any, options: dict[str, Any]) -> Any:
+    """A copy of ``cfg`` with options set by name (any spelling :func:`option_name` accepts), values converted
+    from JSON/YAML form like :func:`from_dict` does (paths from strings)."""
+    data = to_dict(cfg)
+    for name, value in options.items():
+        dotted = option_name(name, type(cfg))
+        *parents, leaf = dotted.split(".")
+        node, owner = data, cfg
+        for part in parents:
+            node, owner = node[part], getattr(owner, part)
+        node[leaf] = _coerce(dotted, value, typing.get_type_hints(type(owner))[leaf])
+    return from_dict(type(cfg), data)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the type ``hint`` of option ``name`` wants it (YAML reads ``1e-4`` as a string, JSON ``3.0``
+    as a float); a :class:`ConfigError` when it cannot be."""
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    if optional and value is None and type(None) in typing.get_args(hint):
+        return None
+    kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if typing.get_origin(kind) is Literal:
+        _check(value in typing.get_args(kind), f"{flag(name)} must be one of {typing.get_args(kind)}, got {value!r}")
+        return value
+    if kind is bool:
+        _check(isinstance(value, bool), f"{flag(name)} must be true or false, got {value!r}")
+        return value
+    if kind is Path:
+        return Path(value)
+    if kind not in (int, float):
+        return value
+    try:
+        number = math.nan if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    _check(math.isfinite(number) and (kind is float or number.is_integer()),
+           f"{flag(name)} must be {'a number' if kind is float else 'an integer'}, got {value!r}")  # fmt: skip
+    return kind(number)
 
 
 def render_size(cfg: TrainConfig) -> int:

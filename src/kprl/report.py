@@ -22,7 +22,7 @@ import csv
 import json
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,22 +77,11 @@ class Run:
         return None if row is None else float(row["episode_return"])
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        if is_dataclass(value):
-            out.update(_flatten(value, f"{prefix}{f.name}."))
-        else:
-            out[f"{prefix}{f.name}"] = value
-    return out
-
-
 def variant_label(cfg: C.TrainConfig) -> str:
     """The agent name plus every method option that differs from its default (``sac_imm[augmentation=crop]``).
     Options of the agent's own kind only: keypoint options do not label sac_ae, the AE's do not label sac_imm."""
-    default = _flatten(C.TrainConfig())
-    current = _flatten(cfg)
+    default = C.flatten(C.TrainConfig())
+    current = C.flatten(cfg)
     irrelevant = {"keypoint"} if cfg.agent == "sac_ae" else ({"ae"} if cfg.agent == "sac_imm" else set())
     diffs = [
         f"{key.split('.')[-1]}={current[key]}"

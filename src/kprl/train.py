@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,10 +234,16 @@ def _set_rng_state(
     env.set_random_state({k: v.cpu().numpy() for k, v in state["env"].items()})
 
 
-class Workspace:
-    """Owns env, replay, agent and logger of one run; :meth:`run` trains to ``cfg.env_steps``."""
+EvalCallback = Callable[[dict[str, Any]], None]
+"""Called with every evaluation row as it is logged (env_step, episode_return, ...): how a sweep reports to Ray."""
 
-    def __init__(self, cfg: C.TrainConfig, quiet: bool = False) -> None:
+
+class Workspace:
+    """Owns env, replay, agent and logger of one run; :meth:`run` trains to ``cfg.env_steps``.
+
+    ``on_eval`` receives each evaluation row after it is written to the logs (see :data:`EvalCallback`)."""
+
+    def __init__(self, cfg: C.TrainConfig, quiet: bool = False, on_eval: EvalCallback | None = None) -> None:
         C.validate(cfg)
         check_task(cfg.env.task)
         repeat = cfg.env.action_repeat or default_action_repeat(cfg.env.task)
@@ -247,6 +254,7 @@ class Workspace:
                 f"{' = 1000 actions x action repeat' if cfg.seed_steps is None else ''}); lower --seed-steps"
             )
         self.cfg = cfg
+        self.on_eval = on_eval
         self.device = resolve_device(cfg.device)
         self.run_dir = prepare_run_dir(cfg)
         remove_stale_temporaries(self.run_dir)
@@ -341,6 +349,8 @@ class Workspace:
             "peak_rss_mib": round(peak_rss_mib(), 1),
         }
         self.logger.log_eval(row)
+        if self.on_eval is not None:
+            self.on_eval(row)
         self.logger.print(
             f"eval  env_step {s.env_step:>8d} | return {result['episode_return']:7.1f} ± {result['episode_return_std']:.1f}"
             f" over {self.cfg.eval_episodes} episodes ({eval_seconds:.1f} s)"
@@ -496,6 +506,9 @@ class Workspace:
         }
 
 
-def train(cfg: C.TrainConfig, quiet: bool = False) -> dict[str, Any]:
-    """Train (or resume) the run described by ``cfg``; the Python entry point behind ``kprl train``."""
-    return Workspace(cfg, quiet=quiet).run()
+def train(cfg: C.TrainConfig, quiet: bool = False, on_eval: EvalCallback | None = None) -> dict[str, Any]:
+    """Train (or resume) the run described by ``cfg``; the Python entry point behind ``kprl train``.
+
+    ``on_eval`` is called with each evaluation row as it is logged. Returns the summary of :meth:`Workspace.run`
+    (run_dir, env_steps, final_eval_return, wall_hours)."""
+    return Workspace(cfg, quiet=quiet, on_eval=on_eval).run()
