@@ -1,6 +1,6 @@
 """Sweeps and hyperparameter search on a real local Ray instance (kprl sweep / kprl tune), with tiny cartpole runs.
 
-Each Ray start costs ~10 s on 2 cores; the three Ray tests take about a minute and a half together."""
+Each Ray start and each trial process costs seconds on 2 cores: the three Ray tests take about 2.5 minutes."""
 
 from __future__ import annotations
 
@@ -47,12 +47,12 @@ def starts(run: Path) -> list[int]:
 
 def test_sweep_trains_every_cell_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
-    args = ["sweep", "--out", str(out), "--agents", "sac_ae,sac_imm", "--seeds", "1-2", "--env-steps", "160",
+    args = ["sweep", "--out", str(out), "--agents", "sac_ae,sac_imm", "--seeds", "3", "--env-steps", "160",
             "--cpus-per-run", "1", "--reference-results", str(tmp_path / "none"), "--", *TINY_TRAIN]  # fmt: skip
     result = kprl(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     names = sorted(p.name for p in (out / "runs").iterdir())
-    assert names == [f"{a}-cartpole_swingup-s{s}" for a in ("sac_ae", "sac_imm") for s in (1, 2)]
+    assert names == ["sac_ae-cartpole_swingup-s3", "sac_imm-cartpole_swingup-s3"]
     for name in names:
         run = out / "runs" / name
         config = json.loads((run / "config.json").read_text())
@@ -61,15 +61,11 @@ def test_sweep_trains_every_cell_and_reports(tmp_path: Path) -> None:
         assert [int(r["env_step"]) for r in rows(run / "eval.csv")] == [0, 80, 160]
         assert checkpoint_steps(run) == [160]
     tidy = rows(out / "report" / "evaluations.csv")
-    assert len(tidy) == 4 * 3 and {r["agent"].split("[")[0] for r in tidy} == {"sac_ae", "sac_imm"}
+    assert len(tidy) == 2 * 3 and {r["agent"].split("[")[0] for r in tidy} == {"sac_ae", "sac_imm"}
     assert (out / "report" / "final_scores.md").is_file()
     # Trials reported each evaluation to Ray as they went: Ray's own per-trial progress has the three of them.
     progress = list((out / "ray").rglob("progress.csv"))
-    assert len(progress) == 4 and all(len(rows(p)) == 3 for p in progress)
-    # The same command again finds everything done: no trial runs again.
-    again = kprl(*args)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert all(starts(out / "runs" / name) == [0] for name in names)
+    assert len(progress) == 2 and all(len(rows(p)) == 3 for p in progress)
     # Another sweep in the same directory is refused without touching it.
     other = kprl("sweep", "--out", str(out), "--agents", "sac_ae", "--seeds", "3", "--env-steps", "160")
     assert other.returncode == 2 and "holds another sweep" in other.stderr and len(other.stderr.splitlines()) == 1
@@ -114,11 +110,11 @@ def test_tune_stops_early_and_saves_a_best_config_that_train_accepts(tmp_path: P
     space = tmp_path / "space.yaml"
     space.write_text("imm_lr: {loguniform: [1e-4, 1e-3]}\nkeypoints: [2, 3]\naugmentation: {choice: [none, crop]}\n")
     out = tmp_path / "tune"
-    result = kprl("tune", "--agent", "sac_imm", "--space", str(space), "--samples", "4", "--out", str(out),
+    result = kprl("tune", "--agent", "sac_imm", "--space", str(space), "--samples", "3", "--out", str(out),
                   "--env-steps", "240", "--grace-period", "80", "--cpus-per-run", "1", "--", *TINY_TRAIN)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     trials = rows(out / "trials.csv")
-    assert len(trials) == 4 and not any(t["error"] for t in trials)
+    assert len(trials) == 3 and not any(t["error"] for t in trials)
     for t in trials:
         assert 1e-4 <= float(t["keypoint.imm_lr"]) <= 1e-3 and t["keypoint.keypoints"] in ("2", "3")
         run = out / "runs" / t["run_dir"]
