@@ -17,7 +17,9 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import tyro
 
 from kprl.errors import ConfigError
 
@@ -36,13 +38,15 @@ CROP_MARGIN = 16
 class EnvConfig:
     """The dm_control task and how it is turned into pixel observations."""
 
-    task: str = "cartpole_swingup"
+    task: Annotated[str, tyro.conf.arg(aliases=("--env",))] = "cartpole_swingup"
     """dm_control task as ``domain_task`` (cartpole_swingup, reacher_easy, cheetah_run, finger_spin,
-    ball_in_cup_catch, walker_walk, ...)."""
+    ball_in_cup_catch, walker_walk, ...), or ``gym:ID`` for a Gymnasium environment that renders rgb_array
+    (gym:InvertedPendulum-v5; docs/gymnasium.md). ``--env`` is the same option."""
     image_size: int = 84
     """Side in pixels of the square image the networks see."""
     action_repeat: int | None = None
-    """Physics steps per agent action; None takes the PlaNet value of the domain (cartpole 8, reacher 4, ...)."""
+    """Physics steps per agent action; None takes the PlaNet value of the domain (cartpole 8, reacher 4, ...),
+    1 for Gymnasium environments."""
     frame_stack: int = 3
     """Consecutive frames stacked into one observation."""
     camera_id: int | None = None
@@ -269,7 +273,7 @@ class TrainConfig:
     threads: int | None = None
     """Torch intra-op threads; None leaves torch's default (all cores)."""
     log_every: int = 1000
-    """Write a train.csv row and a console progress line every this many environment steps."""
+    """Print a console progress line every this many environment steps (train.csv gets a row every episode)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     sac: SACConfig = field(default_factory=SACConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)

@@ -257,8 +257,8 @@ def sweep(
     """Train every (agent, task, seed) as one Ray Tune trial, then write the report of all runs.
 
     Returns a summary: out, trials, failed (one line each), report files."""
+    from kprl.envs.factory import check_task
     from kprl.report import write_report
-    from kprl.train import check_task
 
     import_ray()
     resources.check()
@@ -376,8 +376,8 @@ def hyperparameter_search(
 
     The best trial is the one with the highest last evaluation return among the trials that trained longest (the
     ones ASHA let finish), so a trial stopped early on a lucky evaluation does not win."""
+    from kprl.envs.factory import check_task
     from kprl.report import write_csv
-    from kprl.train import check_task
 
     import_ray()
     resources.check()

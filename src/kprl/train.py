@@ -30,7 +30,7 @@ from kprl.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from kprl.envs.dmc import DMCEnv, default_action_repeat, split_task
+from kprl.envs.factory import PixelEnv, check_task, make_pixel_env, task_action_repeat
 from kprl.errors import CheckpointError, ConfigError, KprlError, TrainingError
 from kprl.hardware import describe_machine, keep_freed_memory, peak_rss_mib, resolve_device
 from kprl.logger import RunLogger, Throughput
@@ -60,15 +60,7 @@ def prepare_run_dir(cfg: Any) -> Path:
     return run_dir
 
 
-def check_task(task: str) -> None:
-    """A :class:`ConfigError` for a task name dm_control does not know."""
-    try:
-        split_task(task)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-
-
-def make_env(cfg: C.TrainConfig, seed: int) -> DMCEnv:
+def make_env(cfg: C.TrainConfig, seed: int) -> PixelEnv:
     """The pixel environment of a config, rendering at the stored size (larger than the input for crop).
 
     Rendering failures (no GL backend) become a :class:`KprlError` that explains ``MUJOCO_GL``."""
@@ -85,8 +77,8 @@ def make_env(cfg: C.TrainConfig, seed: int) -> DMCEnv:
         raise
 
 
-def _make_env(cfg: C.TrainConfig, seed: int) -> DMCEnv:
-    return DMCEnv(
+def _make_env(cfg: C.TrainConfig, seed: int) -> PixelEnv:
+    return make_pixel_env(
         cfg.env.task,
         image_size=C.render_size(cfg),
         action_repeat=cfg.env.action_repeat,
@@ -222,12 +214,12 @@ class LoopState:
         return dict(self.__dict__)
 
 
-def _rng_state(np_rng: np.random.Generator, aug_gen: torch.Generator, env: DMCEnv) -> dict[str, Any]:
+def _rng_state(np_rng: np.random.Generator, aug_gen: torch.Generator, env: PixelEnv) -> dict[str, Any]:
     return {**rng_state(np_rng), "augment": aug_gen.get_state(), "env": env.random_state()}
 
 
 def _set_rng_state(
-    state: dict[str, Any], np_rng: np.random.Generator, aug_gen: torch.Generator, env: DMCEnv
+    state: dict[str, Any], np_rng: np.random.Generator, aug_gen: torch.Generator, env: PixelEnv
 ) -> None:
     set_rng_state(state, np_rng)
     aug_gen.set_state(state["augment"].cpu())
@@ -246,7 +238,7 @@ class Workspace:
     def __init__(self, cfg: C.TrainConfig, quiet: bool = False, on_eval: EvalCallback | None = None) -> None:
         C.validate(cfg)
         check_task(cfg.env.task)
-        repeat = cfg.env.action_repeat or default_action_repeat(cfg.env.task)
+        repeat = cfg.env.action_repeat or task_action_repeat(cfg.env.task)
         seed_phase = C.seed_env_steps(cfg, repeat)
         if cfg.env_steps <= seed_phase:
             raise ConfigError(
@@ -412,8 +404,10 @@ class Workspace:
         throughput = Throughput(s.env_step)
         last_print = s.env_step
         seed_agent_steps = C.agent_steps(self.seed_env_steps, self.action_repeat)
+        # Per-metric sums and counts: the actor, alpha, targets and auxiliary losses are not updated every update,
+        # so each metric is averaged over the updates that produced it.
         metric_sums: dict[str, float] = {}
-        metric_count = 0
+        metric_counts: dict[str, int] = {}
         try:
             step = self.env.reset()
             self.replay.add_first(step.frame)
@@ -427,7 +421,8 @@ class Workspace:
                 if agent_step >= seed_agent_steps and (s.updates > 0 or len(self.replay) > 0):
                     burst = cfg.seed_update_burst and agent_step == seed_agent_steps and s.updates == 0
                     # pytorch_sac_ae does init_steps updates at once when the seed phase ends, all scheduled as
-                    # the same step (so each also updates actor and targets).
+                    # the same step: each also updates actor and targets when that step is on their schedule
+                    # (1000 seed actions is; an odd number of seed actions with updates every 2 is not).
                     for _ in range(max(1, seed_agent_steps) if burst else 1):
                         batch = self.replay.sample(
                             cfg.batch_size,
@@ -446,7 +441,7 @@ class Workspace:
                                     f"the last good checkpoint in {self.run_dir / 'checkpoints'} is kept"
                                 )
                             metric_sums[key] = metric_sums.get(key, 0.0) + value
-                        metric_count += 1
+                            metric_counts[key] = metric_counts.get(key, 0) + 1
                 step = self.env.step(action)
                 self.replay.add(action, step.reward, step.discount, step.frame)
                 s.env_step += self.action_repeat
@@ -467,9 +462,9 @@ class Workspace:
                     "env_steps_per_second": round(rate, 2),
                     "wall_hours": round((s.wall_seconds + self._elapsed()) / 3600, 5),
                 }
-                row.update({k: v / metric_count for k, v in metric_sums.items()} if metric_count else {})
+                row.update({k: v / metric_counts[k] for k, v in metric_sums.items()})
                 self.logger.log_train(row)
-                metric_sums, metric_count = {}, 0
+                metric_sums, metric_counts = {}, {}
                 if s.env_step - last_print >= cfg.log_every or s.env_step >= cfg.env_steps:
                     last_print = s.env_step
                     self.logger.print(

@@ -1,0 +1,41 @@
+"""One door to every pixel environment: dm_control tasks by name, Gymnasium ones as ``gym:ID``."""
+
+from __future__ import annotations
+
+from kprl.envs.dmc import DMCEnv, default_action_repeat, split_task
+from kprl.envs.gym import GymEnv, check_gym_task, is_gym_task
+from kprl.errors import ConfigError
+
+PixelEnv = DMCEnv | GymEnv
+"""What the training loop, evaluation and collection talk to (the same interface)."""
+
+
+def check_task(task: str) -> None:
+    """A one-line :class:`ConfigError` for a task that is neither a dm_control task nor a registered ``gym:ID``."""
+    if is_gym_task(task):
+        check_gym_task(task)
+        return
+    try:
+        split_task(task)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}, or gym:ID for a Gymnasium environment") from exc
+
+
+def task_action_repeat(task: str) -> int:
+    """The default action repeat of a task: PlaNet's per dm_control domain, 1 for Gymnasium environments."""
+    return 1 if is_gym_task(task) else default_action_repeat(task)
+
+
+def make_pixel_env(
+    task: str,
+    image_size: int = 84,
+    action_repeat: int | None = None,
+    frame_stack: int = 3,
+    camera_id: int | None = None,
+    seed: int = 0,
+    time_limit: float | None = None,
+) -> PixelEnv:
+    """The environment of ``task`` rendering ``image_size`` px frames (see `DMCEnv` and `GymEnv` for the args)."""
+    cls = GymEnv if is_gym_task(task) else DMCEnv
+    return cls(task, image_size=image_size, action_repeat=action_repeat, frame_stack=frame_stack,
+               camera_id=camera_id, seed=seed, time_limit=time_limit)  # fmt: skip
