@@ -341,7 +341,7 @@ def detect_agent(agent: SACAgent, cfg: TrainConfig, frames: np.ndarray, batch_si
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
-def _agent_checkpoint(path: Path) -> bool:
+def is_agent_checkpoint(path: Path) -> bool:
     """Whether ``path`` resolves to a checkpoint of a `kprl train` agent (its state names ``agent_name``)."""
     from kprl.checkpoint import find_checkpoint, load_state
 
@@ -486,7 +486,7 @@ def keypoints_command(
 
     dev = resolve_device(device)
     agent_name: str | None = None
-    if _agent_checkpoint(checkpoint):
+    if is_agent_checkpoint(checkpoint):
         from kprl.config import render_size
         from kprl.evaluate import load_agent
 

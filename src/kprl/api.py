@@ -1,0 +1,164 @@
+"""The Python API: what a notebook or a script calls instead of the command line.
+
+Everything here is a thin, typed door onto the same code the CLI runs (docs/python-api.md)::
+
+    import kprl
+
+    cfg = kprl.make_config(agent="sac_imm", task="cartpole_swingup", run_dir="runs/nb", env_steps=20_000,
+                           augmentation="crop", imm_lr=2e-4)
+    summary = kprl.train_agent(cfg)                      # resumable: the same call again continues the run
+    print(kprl.evaluate_agent("runs/nb", episodes=5))    # mean return of the saved agent
+    policy = kprl.load_policy("runs/nb")           # act in its environment
+    env = policy.make_env(seed=0)
+    step = env.reset()
+    while not step.last:
+        step = env.step(policy.act(step.obs))
+    detector = kprl.load_keypoint_detector("runs/nb")   # or a `kprl imm train` run
+    points = detector.detect(frames)               # uint8 [N, H, W, 3] -> float32 [N, K, 2] pixel (x, y)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kprl import config as C
+from kprl.agents.sac import SACAgent
+from kprl.envs.factory import PixelEnv
+from kprl.errors import ConfigError
+from kprl.train import EvalCallback
+from kprl.train import train as _train
+
+TrainConfig = C.TrainConfig
+
+
+def make_config(
+    agent: str = "sac_ae", task: str = "cartpole_swingup", run_dir: str | Path = "runs/default", **options: Any
+) -> C.TrainConfig:
+    """A validated training configuration: the defaults of ``kprl train`` with ``agent``, ``task``, ``run_dir``
+    and any other option set by name, spelled as a field (``imm_lr``), dotted (``keypoint.imm_lr``) or as its flag
+    without dashes. A :class:`kprl.errors.ConfigError` names a bad option or value."""
+    cfg = C.with_options(C.TrainConfig(), {"agent": agent, "env.task": task, "run_dir": run_dir, **options})
+    C.validate(cfg)
+    return cfg
+
+
+def train_agent(cfg: C.TrainConfig, quiet: bool = True, on_eval: EvalCallback | None = None) -> dict[str, Any]:
+    """Train (or resume) the run ``cfg`` describes, as ``kprl train`` does; returns its summary (run_dir, env_steps,
+    final_eval_return, wall_hours). ``on_eval`` receives every evaluation row as it is logged; ``quiet=False``
+    prints the progress lines."""
+    return _train(cfg, quiet=quiet, on_eval=on_eval)
+
+
+def evaluate_agent(
+    run: str | Path, episodes: int = 10, video: str | Path | None = None, seed: int = 0, device: str = "cpu"
+) -> dict[str, Any]:
+    """Evaluate the newest checkpoint of a run directory (or a checkpoint directory) as ``kprl eval`` does: the
+    deterministic policy for ``episodes`` episodes; optionally the first one as an mp4 ``video``. Returns
+    episode_return (mean) with its std/min/max, env_step and the checkpoint used."""
+    from kprl.evaluate import evaluate_saved
+
+    path = Path(run)
+    as_run = (path / "config.json").is_file()
+    return evaluate_saved(
+        run_dir=path if as_run else None,
+        checkpoint=None if as_run else path,
+        episodes=episodes,
+        video=Path(video) if video is not None else None,
+        device=device,
+        seed=seed,
+    )
+
+
+@dataclass
+class Policy:
+    """A trained agent, ready to act on observations of its environment."""
+
+    agent: SACAgent
+    config: C.TrainConfig
+    env_step: int
+    """Env steps the agent had trained for at its checkpoint."""
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """The action in [-1, 1]^action_dim for one observation, uint8 [3 * frame_stack, S, S] as its environment
+        gives it (S: the render size, 100 with crop augmentation, else the image size). ``deterministic`` takes the
+        policy's mean, as evaluation does; False samples, as training does."""
+        self.agent.train(False)
+        return self.agent.act(np.asarray(obs), deterministic=deterministic)
+
+    def keypoints(self, obs: np.ndarray) -> np.ndarray | None:
+        """float32 [K, 2] pixel (x, y) of the agent's keypoints in the newest frame of ``obs`` (x right, y down,
+        in the observation's own pixels), or None for an agent without keypoints (sac_ae)."""
+        from kprl.detect import newest_frame_keypoints, view_to_frame
+
+        self.agent.train(False)
+        coords = self.agent.keypoints(torch.as_tensor(np.asarray(obs)).unsqueeze(0))
+        if coords is None:
+            return None
+        size = int(np.asarray(obs).shape[-1])
+        view = self.agent.augmentation.out_size
+        return view_to_frame(newest_frame_keypoints(self.agent, coords)[0], view, C.render_size(self.config),
+                             size, size)  # fmt: skip
+
+    def make_env(self, seed: int = 0) -> PixelEnv:
+        """A fresh environment exactly as the agent saw during training (task, render size, action repeat, frame
+        stack, camera, time limit); close it when done."""
+        from kprl.train import make_env
+
+        return make_env(self.config, seed=seed)
+
+
+def load_policy(run: str | Path, device: str = "cpu") -> Policy:
+    """The agent of a ``kprl train`` run directory (its newest checkpoint) or of one checkpoint directory."""
+    from kprl.evaluate import load_agent
+
+    path = Path(run)
+    as_run = (path / "config.json").is_file()
+    agent, cfg, meta = load_agent(run_dir=path if as_run else None, checkpoint=None if as_run else path,
+                                  device=device)  # fmt: skip
+    agent.train(False)
+    return Policy(agent, cfg, int(meta["env_step"]))
+
+
+@dataclass
+class KeypointDetector:
+    """Keypoints of a trained model on arbitrary frames: a ``kprl imm train`` model, or a keypoint agent."""
+
+    source: Path
+    keypoints: int
+    """K, keypoints per frame."""
+    _detect: Any
+
+    def detect(self, frames: np.ndarray) -> np.ndarray:
+        """float32 [N, K, 2] pixel (x, y) (x right, y down) in the frames' own coordinates for uint8 [N, H, W, 3]
+        frames, resized to the model's input as ``kprl keypoints`` does. For an agent the frames are taken as
+        consecutive frames of one episode (the agent sees stacks of them)."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ConfigError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
+        return self._detect(frames)
+
+
+def load_keypoint_detector(path: str | Path, device: str = "cpu") -> KeypointDetector:
+    """A :class:`KeypointDetector` from a ``kprl imm train`` run (run dir, checkpoint dir or state.pt) or a keypoint
+    agent's run (sac_ae_imm, sac_imm). A :class:`kprl.errors.ConfigError` for an agent without keypoints."""
+    from kprl.detect import detect, detect_agent, is_agent_checkpoint
+
+    path = Path(path)
+    if is_agent_checkpoint(path):
+        policy = load_policy(path, device)
+        if policy.agent.keypoint_head_index is None:
+            raise ConfigError(f"{path} holds a {policy.config.agent} agent, which has no keypoints")
+        count = int(detect_agent(policy.agent, policy.config, np.zeros((1, 8, 8, 3), np.uint8)).shape[1])
+        return KeypointDetector(path, count, lambda frames: detect_agent(policy.agent, policy.config, frames))
+    from kprl.hardware import resolve_device
+    from kprl.imm_train import load_imm
+
+    dev = resolve_device(device)
+    loaded = load_imm(path, dev)
+    return KeypointDetector(path, loaded.model.cfg.keypoints,
+                            lambda frames: detect(loaded.model, loaded.image_size, frames, dev))  # fmt: skip
