@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,sweep,gym]'
+	$(BIN)/pip install -q -e '.[dev,sweep,gym,wandb]'
 	touch $(STAMP)
 
 setup: $(STAMP)

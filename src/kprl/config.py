@@ -272,6 +272,11 @@ class TrainConfig:
     """Torch device: cpu, cuda, cuda:1, ..."""
     threads: int | None = None
     """Torch intra-op threads; None leaves torch's default (all cores)."""
+    wandb: bool = False
+    """Also log every train/eval row to Weights & Biases (pip install 'kprl[wandb]'; WANDB_MODE=offline works
+    without network). CSV and TensorBoard are always written."""
+    wandb_project: str = "kprl"
+    """W&B project of the run (with --wandb True)."""
     log_every: int = 1000
     """Print a console progress line every this many environment steps (train.csv gets a row every episode)."""
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -283,7 +288,9 @@ class TrainConfig:
 
 # Options that may differ between the stored config of a run and the command that resumes it: they change how
 # (or how long) the run executes, not what it computes.
-RESUMABLE_FIELDS = frozenset({"device", "threads", "env_steps", "steps", "video", "log_every", "run_dir"})
+RESUMABLE_FIELDS = frozenset(
+    {"device", "threads", "env_steps", "steps", "video", "log_every", "run_dir", "wandb", "wandb_project"}
+)
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:

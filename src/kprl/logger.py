@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -65,13 +66,49 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+class WandbSink:
+    """Weights & Biases as one more place rows go (optional: ``pip install 'kprl[wandb]'``, ``--wandb True``).
+
+    The W&B run id is kept in ``RUN_DIR/wandb_id``, so a resumed kprl run continues the same W&B run; its files go
+    to ``RUN_DIR/wandb/``. ``WANDB_MODE=offline`` (no network) and the other WANDB_* variables work as usual. W&B
+    refuses steps below the last one it saw: after a kill, the stretch redone from the checkpoint keeps the rows
+    the killed attempt had already sent (the CSV files are the exact record)."""
+
+    def __init__(self, run_dir: Path, project: str, config: dict[str, Any], name: str | None = None) -> None:
+        try:
+            import wandb
+        except ImportError as exc:
+            from kprl.errors import ConfigError
+
+            raise ConfigError("--wandb True needs Weights & Biases: pip install 'kprl[wandb]'") from exc
+        id_file = Path(run_dir) / "wandb_id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
+        if not id_file.is_file():
+            atomic_write_text(id_file, run_id + "\n")
+        self.run = wandb.init(project=project, id=run_id, resume="allow", dir=str(run_dir), config=config,
+                              name=name or Path(run_dir).name)  # fmt: skip
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        self.run.log(values, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
 class RunLogger:
-    """Writes ``train.csv``, ``eval.csv`` and TensorBoard events of one run; prints progress lines.
+    """Writes ``train.csv``, ``eval.csv`` and TensorBoard events of one run (and, optionally, W&B); prints progress
+    lines.
 
     Rows are keyed by the column ``key`` (agents: ``env_step``; standalone IMM: ``step``, its update count)."""
 
     def __init__(
-        self, run_dir: Path, resume_step: int, tensorboard: bool = True, quiet: bool = False, key: str = "env_step"
+        self,
+        run_dir: Path,
+        resume_step: int,
+        tensorboard: bool = True,
+        quiet: bool = False,
+        key: str = "env_step",
+        wandb: WandbSink | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.key = key
@@ -80,6 +117,7 @@ class RunLogger:
         self.train_csv.truncate_after(resume_step)
         self.eval_csv.truncate_after(resume_step)
         self.quiet = quiet
+        self.wandb = wandb
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -92,6 +130,8 @@ class RunLogger:
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(key, value, env_step)
+        if self.wandb is not None:
+            self.wandb.log(values, env_step)
 
     def log_train(self, row: dict[str, Any]) -> None:
         self.train_csv.append(row)
@@ -110,6 +150,9 @@ class RunLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.close()
+            self.wandb = None
 
 
 class Throughput:

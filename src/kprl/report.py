@@ -47,7 +47,7 @@ TIDY_COLUMNS = ("agent", "task", "seed", "env_step", "episode_return", "wall_hou
 # Options that say *how* a run executed or was logged, not which method it is: left out of variant labels.
 NOT_METHOD = frozenset(
     {"run_dir", "seed", "env_steps", "device", "threads", "precision", "update_path", "eval_every", "eval_episodes",
-     "checkpoint_every", "video", "video_size", "log_every", "steps"}  # fmt: skip
+     "checkpoint_every", "video", "video_size", "log_every", "steps", "wandb", "wandb_project"}  # fmt: skip
 )
 
 

@@ -270,7 +270,14 @@ class Workspace:
         self.state = LoopState()
         resumed = self._resume()
         # Without a checkpoint every earlier row is from a killed first attempt: start the logs afresh.
-        self.logger = RunLogger(self.run_dir, resume_step=self.state.env_step if resumed else -1, quiet=quiet)
+        wandb = None
+        if cfg.wandb:
+            from kprl.logger import WandbSink
+
+            wandb = WandbSink(self.run_dir, cfg.wandb_project, C.to_dict(cfg))
+        self.logger = RunLogger(
+            self.run_dir, resume_step=self.state.env_step if resumed else -1, quiet=quiet, wandb=wandb
+        )
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _resume(self) -> bool:
