@@ -171,3 +171,25 @@ def test_bad_gym_task_is_one_line(
     code = main(["train", "--env", task, "--run-dir", str(tmp_path / "r"), "--env-steps", "100", "--seed-steps", "10"])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_keypoints_on_a_gymnasium_dataset_report_landmarks_as_unavailable(tmp_path: Path) -> None:
+    """collect -> imm train -> imm eval on an environment without ground truth: everything but the landmark error,
+    which is said to be unavailable rather than computed from nothing."""
+    data, run = tmp_path / "data", tmp_path / "imm"
+    collected = kprl("collect", "--out", str(data), "--task", TASK, "--env-steps", "120", "--image-size", "64",
+                     "--time-limit", "0.4", "--episodes-per-shard", "5")  # fmt: skip
+    assert collected.returncode == 0, collected.stderr[-2000:]
+    meta = json.loads((data / "meta.json").read_text())
+    assert meta["task"] == TASK and meta["landmark_names"] == [] and meta["camera_id"] is None
+    trained = kprl("imm", "train", "--data", str(data), "--run-dir", str(run), "--steps", "10", "--batch-size", "4",
+                   "--image-size", "48", "--eval-every", "10", "--checkpoint-every", "10", "--log-every", "10",
+                   "--val-pairs", "8", "--max-offset", "3")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "landmark error unavailable" in trained.stdout
+    assert not any(k.startswith("error") for k in rows(run / "eval.csv")[0])
+    evaluated = kprl("imm", "eval", "--run-dir", str(run), "--pairs", "8")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    result = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert result["landmarks"].startswith("unavailable") and result["reconstruction_mse"] > 0
+    assert not any(k.startswith("error") for k in result)

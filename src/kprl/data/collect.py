@@ -1,4 +1,5 @@
-"""``kprl collect``: render whole dm_control episodes into a frame dataset (format: `kprl.data.frames`).
+"""``kprl collect``: render whole episodes of a dm_control task or a ``gym:ID`` environment into a frame dataset
+(format: `kprl.data.frames`; Gymnasium environments have no landmarks: ``landmark_names`` is empty).
 
 Episode ``e`` (global, 0-based) is fully determined by ``(seed, e)``: the task's random state (initial pose) is
 re-seeded with `episode_seed` before its reset, the random policy draws from ``np.random.default_rng`` with the
@@ -32,15 +33,9 @@ from kprl.data.frames import (
     shard_name,
     write_shard,
 )
-from kprl.envs.dmc import (
-    DMCEnv,
-    Step,
-    default_action_repeat,
-    default_camera,
-    landmark_points,
-    project_points,
-    split_task,
-)
+from kprl.envs.dmc import Step, default_camera
+from kprl.envs.factory import PixelEnv, check_task, make_pixel_env, task_action_repeat
+from kprl.envs.gym import is_gym_task
 from kprl.errors import ConfigError, DataError, KprlError
 
 MIN_IMAGE_SIZE = 16
@@ -111,11 +106,11 @@ class AgentPolicy(_Policy):
 
 
 def _make_env(
-    task: str, image_size: int, action_repeat: int, frame_stack: int, camera_id: int, time_limit: float | None
-) -> DMCEnv:
-    """A DMCEnv (seeded per episode later); bad cameras and missing GL backends become one-line errors."""
+    task: str, image_size: int, action_repeat: int, frame_stack: int, camera_id: int | None, time_limit: float | None
+) -> PixelEnv:
+    """The task's env (seeded per episode later); bad cameras and missing GL backends become one-line errors."""
     try:
-        return DMCEnv(
+        return make_pixel_env(
             task,
             image_size=image_size,
             action_repeat=action_repeat,
@@ -136,8 +131,15 @@ def _make_env(
         raise
 
 
+def _camera(task: str, camera_id: int | None) -> int | None:
+    """The camera frames come from: the given one, else the task's default (None: a Gymnasium env's own view)."""
+    if camera_id is not None or is_gym_task(task):
+        return camera_id
+    return default_camera(task)
+
+
 def run_episode(
-    env: DMCEnv, policy: _Policy, seed: int, image_size: int, on_step: Callable[[], None] | None = None
+    env: PixelEnv, policy: _Policy, seed: int, image_size: int, on_step: Callable[[], None] | None = None
 ) -> dict[str, np.ndarray]:
     """Play one episode seeded with ``seed`` and return its shard arrays (see `kprl.data.frames`).
 
@@ -145,18 +147,14 @@ def run_episode(
     second time at ``image_size`` and the landmarks are projected for that size. ``on_step`` is called after
     every agent step (progress display). The ``episode`` column is left 0 for the caller to fill in.
     """
-    domain = split_task(env.task)[0]
     own_size = env.image_size == image_size
 
     def observe(step: Step) -> tuple[np.ndarray, np.ndarray]:
         if own_size:
             return step.frame.transpose(1, 2, 0), step.landmarks
-        points = landmark_points(env.physics, domain)
-        return env.render(image_size), project_points(
-            env.physics, points, image_size, image_size, env.camera_id
-        )
+        return env.render(image_size), env.landmarks(image_size)
 
-    env.unwrapped.task.random.seed(seed)
+    env.seed_episode(seed)
     policy.reset(seed)
     step = env.reset()
     frames, landmarks, actions, rewards = [], [], [], []
@@ -287,26 +285,23 @@ def collect(
     if time_limit is not None and not time_limit > 0:
         raise ConfigError(f"--time-limit must be > 0, got {time_limit}")
     if task is not None:
-        try:
-            split_task(task)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        check_task(task)
     out = Path(out)
 
     chooser: _Policy
     if policy == "random":
         if task is None:
             raise ConfigError("--task is required with --policy random")
-        repeat = default_action_repeat(task) if action_repeat is None else action_repeat
-        camera = default_camera(task) if camera_id is None else camera_id
+        repeat = task_action_repeat(task) if action_repeat is None else action_repeat
+        camera = _camera(task, camera_id)
         env_size, frame_stack = image_size, 1
     else:
         from kprl import config as C
 
         chooser, cfg = _load_policy(policy, device)
         agent_task = cfg.env.task
-        repeat = cfg.env.action_repeat or default_action_repeat(agent_task)
-        camera = default_camera(agent_task) if cfg.env.camera_id is None else cfg.env.camera_id
+        repeat = cfg.env.action_repeat or task_action_repeat(agent_task)
+        camera = _camera(agent_task, cfg.env.camera_id)
         for flag, given, own in (
             ("--task", task, agent_task),
             ("--action-repeat", action_repeat, repeat),
@@ -370,7 +365,7 @@ def collect(
 def _collect_shards(
     out: Path,
     meta: dict[str, Any],
-    env: DMCEnv,
+    env: PixelEnv,
     policy: _Policy,
     env_steps: int,
     quiet: bool,

@@ -308,6 +308,15 @@ class DMCEnv:
         """uint8 [size, size, 3] (HWC) image of the current state from the env's camera, e.g. for videos."""
         return self._env.physics.render(size, size, camera_id=self.camera_id)
 
+    def seed_episode(self, seed: int) -> None:
+        """Make the next reset() start the episode that ``seed`` determines (initial pose, task randomness)."""
+        self._env.task.random.seed(seed)
+
+    def landmarks(self, size: int) -> np.ndarray:
+        """float32 [L, 2] landmark pixel coordinates of the current state in a ``size`` x ``size`` render."""
+        points = landmark_points(self._env.physics, self._domain)
+        return project_points(self._env.physics, points, size, size, self.camera_id)
+
     def random_state(self) -> dict[str, np.ndarray]:
         """The task's numpy RandomState as plain arrays (npz-safe), to resume exactly at an episode boundary.
 

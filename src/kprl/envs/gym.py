@@ -213,6 +213,14 @@ class GymEnv:
             viewer.make_context_current()
         return np.asarray(self._env.render())
 
+    def seed_episode(self, seed: int) -> None:
+        """Make the next reset() start the episode that ``seed`` determines."""
+        self._env.unwrapped.np_random = np.random.default_rng(seed)
+
+    def landmarks(self, size: int) -> np.ndarray:
+        """No ground truth: an empty [0, 2] array (keypoint quality against landmarks is unavailable)."""
+        return NO_LANDMARKS
+
     def random_state(self) -> dict[str, np.ndarray]:
         """The environment's generator state (PCG64 integers exceed int64: stored as JSON bytes), npz-safe."""
         state = self._env.unwrapped.np_random.bit_generator.state
