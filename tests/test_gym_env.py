@@ -4,6 +4,7 @@ InvertedPendulum-v5 (Box(-3, 3) actions, dt 0.04 s, terminates when the pole fal
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -162,6 +163,8 @@ def test_train_on_a_gymnasium_env_writes_the_usual_run_and_resumes(tmp_path: Pat
         ("gym:NoSuchEnv-v0", "unknown Gymnasium environment 'NoSuchEnv-v0'"),
         ("gym:", "needs an environment id"),
         ("gym:CartPole-v1", "Discrete action space"),
+        pytest.param("gym:Pendulum-v1", "cannot render gym:Pendulum-v1: pygame is not installed",
+                     marks=pytest.mark.skipif(importlib.util.find_spec("pygame") is not None, reason="pygame here")),
         ("cartpole_nope", "or gym:ID"),
     ],
 )

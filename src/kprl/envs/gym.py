@@ -137,8 +137,13 @@ class GymEnv:
         self._closed = False
         # Seed the generator, and render once: some renderers fix camera state at their first render (MuJoCo's
         # free camera looks at where the model was), so it must come from the seed, not from a resumed state.
-        self._env.reset(seed=seed)
-        self._env.render()
+        try:
+            self._env.reset(seed=seed)
+            if self._env.render() is None:
+                raise ConfigError(f"{task} rendered nothing; kprl needs an environment that renders rgb_array")
+        except gymnasium.error.Error as exc:  # e.g. DependencyNotInstalled (pygame, box2d)
+            self._env.close()
+            raise ConfigError(f"cannot render {task}: {str(exc).splitlines()[0]}") from exc
 
     @staticmethod
     def _make(gymnasium: Any, env_id: str, size: int, camera_id: int | None) -> Any:
