@@ -75,7 +75,7 @@ def test_killed_sweep_driver_resumes(tmp_path: Path) -> None:
     """SIGKILL the driver (and its local Ray) once one trial has finished and the other has checkpointed; the same
     command then leaves the finished trial alone and resumes the other from its checkpoint."""
     out = tmp_path / "sweep"
-    args = ["sweep", "--out", str(out), "--agents", "sac_ae", "--seeds", "1,2", "--env-steps", "800",
+    args = ["sweep", "--out", str(out), "--agents", "sac_ae", "--seeds", "1,2", "--env-steps", "480",
             "--cpus-per-run", "1", "--max-concurrent", "1", "--reference-results", str(tmp_path / "none"),
             "--", *TINY_TRAIN]  # fmt: skip
     env = {**os.environ, "MUJOCO_GL": "egl", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -86,14 +86,14 @@ def test_killed_sweep_driver_resumes(tmp_path: Path) -> None:
         while time.monotonic() < deadline and driver.poll() is None:
             runs = list((out / "runs").glob("*")) if (out / "runs").is_dir() else []
             steps = [checkpoint_steps(r) for r in runs]
-            if len(runs) == 2 and sorted(bool(s) and s[-1] == 800 for s in steps) == [False, True] and all(steps):
+            if len(runs) == 2 and sorted(bool(s) and s[-1] == 480 for s in steps) == [False, True] and all(steps):
                 break
             time.sleep(0.05)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver, its local Ray and the trial processes
         driver.wait()
     assert driver.returncode == -signal.SIGKILL, "the sweep ended before it could be killed mid-way"
-    finished = next(r for r in (out / "runs").iterdir() if checkpoint_steps(r)[-1] == 800)
+    finished = next(r for r in (out / "runs").iterdir() if checkpoint_steps(r)[-1] == 480)
     partial = next(r for r in (out / "runs").iterdir() if r != finished)
     resume_from = checkpoint_steps(partial)[-1]
 
@@ -102,8 +102,8 @@ def test_killed_sweep_driver_resumes(tmp_path: Path) -> None:
     assert starts(finished) == [0], "a finished trial was run again"
     assert starts(partial)[0] == 0 and starts(partial)[-1] == resume_from > 0, "the interrupted trial did not resume"
     for run in (finished, partial):
-        assert [int(r["env_step"]) for r in rows(run / "eval.csv")] == list(range(0, 801, 80))
-    assert len(rows(out / "report" / "evaluations.csv")) == 2 * 11
+        assert [int(r["env_step"]) for r in rows(run / "eval.csv")] == list(range(0, 481, 80))
+    assert len(rows(out / "report" / "evaluations.csv")) == 2 * 7
 
 
 def test_tune_stops_early_and_saves_a_best_config_that_train_accepts(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_tune_stops_early_and_saves_a_best_config_that_train_accepts(tmp_path: P
     space.write_text("imm_lr: {loguniform: [1e-4, 1e-3]}\nkeypoints: [2, 3]\naugmentation: {choice: [none, crop]}\n")
     out = tmp_path / "tune"
     result = kprl("tune", "--agent", "sac_imm", "--space", str(space), "--samples", "3", "--out", str(out),
-                  "--env-steps", "240", "--grace-period", "80", "--cpus-per-run", "1", "--", *TINY_TRAIN)  # fmt: skip
+                  "--env-steps", "160", "--grace-period", "80", "--cpus-per-run", "1", "--", *TINY_TRAIN)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     trials = rows(out / "trials.csv")
     assert len(trials) == 3 and not any(t["error"] for t in trials)
@@ -123,7 +123,7 @@ def test_tune_stops_early_and_saves_a_best_config_that_train_accepts(tmp_path: P
         assert int(t["env_step"]) == int(rows(run / "eval.csv")[-1]["env_step"])
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     longest = max(int(t["env_step"]) for t in trials)
-    assert summary["best_env_step"] == longest == 240
+    assert summary["best_env_step"] == longest == 160
     assert summary["best_return"] == max(float(t["episode_return"]) for t in trials if int(t["env_step"]) == longest)
     best = json.loads((out / "best_config.json").read_text())
     assert best["agent"] == "sac_imm" and best["keypoint"]["keypoints"] == summary["best"]["keypoint.keypoints"]

@@ -282,7 +282,7 @@ def sweep(
         "env.task": tune.grid_search(list(tasks)),
         "seed": tune.grid_search(list(seeds)),
     }
-    tune_config = tune.TuneConfig(max_concurrent_trials=resources.max_concurrent)
+    tune_config = tune.TuneConfig(max_concurrent_trials=resources.max_concurrent, reuse_actors=True)
     results = fit(out, param_space, resources, tune_config, resume, print_line)
     failed = trial_errors(results)
     written: list[str] = []
@@ -401,7 +401,7 @@ def hyperparameter_search(
     scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=env_steps, grace_period=grace,
                               reduction_factor=reduction_factor)  # fmt: skip
     tune_config = tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler, num_samples=samples,
-                                  max_concurrent_trials=resources.max_concurrent)  # fmt: skip
+                                  max_concurrent_trials=resources.max_concurrent, reuse_actors=True)  # fmt: skip
     param_space = {_BASE: base_dict(base, resources), _OUT: str(out.resolve()), _NAMING: "trial_id",
                    **tune_space(space)}  # fmt: skip
     results = fit(out, param_space, resources, tune_config, resume, print_line)
