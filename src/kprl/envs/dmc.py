@@ -195,6 +195,33 @@ class Step(NamedTuple):
     """float32 [L, 2] ground-truth (x, y) pixel coordinates in `frame` (module convention); may lie outside."""
 
 
+def checked_action(action: np.ndarray, action_dim: int) -> np.ndarray:
+    """``action`` as float64, or a ValueError naming the expected size."""
+    action = np.asarray(action, dtype=np.float64)
+    if action.size != action_dim:
+        raise ValueError(f"expected an action with {action_dim} elements, got shape {action.shape}")
+    return action
+
+
+def stacked_step(
+    frames: deque[np.ndarray], frame: np.ndarray, reward: float, first: bool, last: bool, terminated: bool,
+    landmarks: np.ndarray,
+) -> Step:  # fmt: skip
+    """A Step from the frame stack (the new ``frame`` already pushed) and the episode flags: discount 0 only on a
+    termination; a last step that did not terminate is a truncation (it bootstraps)."""
+    return Step(
+        obs=np.concatenate(frames, axis=0),
+        frame=frame,
+        reward=reward,
+        discount=0.0 if terminated else 1.0,
+        first=first,
+        last=last,
+        truncated=last and not terminated,
+        terminated=terminated,
+        landmarks=landmarks,
+    )
+
+
 class DMCEnv:
     """A dm_control suite task seen through a camera, with action repeat and frame stacking.
 
@@ -286,9 +313,7 @@ class DMCEnv:
         """
         if self._needs_reset:
             raise RuntimeError("DMCEnv.step() called before reset() or after the episode ended; call reset()")
-        action = np.asarray(action, dtype=np.float64)
-        if action.size != self.action_dim:
-            raise ValueError(f"expected an action with {self.action_dim} elements, got shape {action.shape}")
+        action = checked_action(action, self.action_dim)
         control = rescale_action(action.reshape(self._action_shape), self._action_low, self._action_high)
         reward = 0.0
         for _ in range(self.action_repeat):
@@ -364,14 +389,5 @@ class DMCEnv:
     def _make_step(self, frame: np.ndarray, reward: float, first: bool, last: bool, terminated: bool) -> Step:
         """Assemble a Step from the new frame (already pushed on the stack) and the episode flags."""
         points = landmark_points(self._env.physics, self._domain)
-        return Step(
-            obs=np.concatenate(self._frames, axis=0),
-            frame=frame,
-            reward=reward,
-            discount=0.0 if terminated else 1.0,
-            first=first,
-            last=last,
-            truncated=last and not terminated,
-            terminated=terminated,
-            landmarks=_project(self._camera.matrix, points),
-        )
+        landmarks = _project(self._camera.matrix, points)
+        return stacked_step(self._frames, frame, reward, first, last, terminated, landmarks)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from kprl.envs.dmc import Step, rescale_action
+from kprl.envs.dmc import Step, checked_action, rescale_action, stacked_step
 from kprl.errors import ConfigError, KprlError
 
 PREFIX = "gym:"
@@ -186,9 +186,7 @@ class GymEnv:
         when the episode ends."""
         if self._needs_reset:
             raise RuntimeError("GymEnv.step() called before reset() or after the episode ended; call reset()")
-        action = np.asarray(action, dtype=np.float64)
-        if action.size != self.action_dim:
-            raise ValueError(f"expected an action with {self.action_dim} elements, got shape {action.shape}")
+        action = checked_action(action, self.action_dim)
         control = rescale_action(action.reshape(self._action_shape), self._action_low, self._action_high)
         control = control.astype(self._env.action_space.dtype)
         reward, terminated, truncated = 0.0, False, False
@@ -247,14 +245,4 @@ class GymEnv:
         return np.ascontiguousarray(image.transpose(2, 0, 1))
 
     def _make_step(self, frame: np.ndarray, reward: float, last: bool, terminated: bool, first: bool) -> Step:
-        return Step(
-            obs=np.concatenate(self._frames, axis=0),
-            frame=frame,
-            reward=reward,
-            discount=0.0 if terminated else 1.0,
-            first=first,
-            last=last,
-            truncated=last and not terminated,
-            terminated=terminated,
-            landmarks=NO_LANDMARKS,
-        )
+        return stacked_step(self._frames, frame, reward, first, last, terminated, NO_LANDMARKS)
