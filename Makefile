@@ -10,7 +10,7 @@ export MUJOCO_GL ?= egl
 RUN_DIR   ?= runs/main
 RUN_ARGS  ?= --agent sac_ae_imm --augmentation crop --task cartpole_swingup --seed 1 --env-steps 5000 --seed-steps 1000 \
              --eval-every 1000 \
-             --checkpoint-every 1000 --eval-episodes 3 --precision bf16
+             --checkpoint-every 1000 --eval-episodes 3
 
 .PHONY: setup run test test-slow bench lint clean
 
