@@ -1,8 +1,9 @@
 """The ``kprl`` command: thin subcommands that parse a config and call a library function.
 
-``kprl train`` (train or resume a run), ``kprl eval`` (re-evaluate a saved agent), ``kprl collect`` (render a
-frame dataset), ``kprl doctor`` (check the rendering backend and torch). Problems the user can fix end in a
-one-line ``kprl: error: ...`` and exit status 2.
+``kprl train`` (train or resume a run), ``eval`` (re-evaluate a saved agent), ``plot`` (a run's curves), ``report``
+(aggregate runs), ``sweep`` / ``tune`` (many runs on Ray Tune), ``collect`` (render a frame dataset), ``imm``
+(standalone keypoints), ``keypoints`` (detect keypoints in frames), ``doctor`` (check rendering and torch).
+Problems the user can fix end in a one-line ``kprl: error: ...`` and exit status 2.
 """
 
 from __future__ import annotations
