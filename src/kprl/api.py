@@ -19,6 +19,7 @@ Everything here is a thin, typed door onto the same code the CLI runs (docs/pyth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,9 @@ def evaluate_agent(
     episode_return (mean) with its std/min/max, env_step and the checkpoint used."""
     from kprl.evaluate import evaluate_saved
 
-    path = Path(run)
-    as_run = (path / "config.json").is_file()
+    # load_agent finds the newest checkpoint below a run dir, and the run dir above a checkpoint.
     return evaluate_saved(
-        run_dir=path if as_run else None,
-        checkpoint=None if as_run else path,
+        checkpoint=Path(run),
         episodes=episodes,
         video=Path(video) if video is not None else None,
         device=device,
@@ -87,7 +86,6 @@ class Policy:
         """The action in [-1, 1]^action_dim for one observation, uint8 [3 * frame_stack, S, S] as its environment
         gives it (S: the render size, 100 with crop augmentation, else the image size). ``deterministic`` takes the
         policy's mean, as evaluation does; False samples, as training does."""
-        self.agent.train(False)
         return self.agent.act(np.asarray(obs), deterministic=deterministic)
 
     def keypoints(self, obs: np.ndarray) -> np.ndarray | None:
@@ -95,7 +93,6 @@ class Policy:
         in the observation's own pixels), or None for an agent without keypoints (sac_ae)."""
         from kprl.detect import newest_frame_keypoints, view_to_frame
 
-        self.agent.train(False)
         coords = self.agent.keypoints(torch.as_tensor(np.asarray(obs)).unsqueeze(0))
         if coords is None:
             return None
@@ -116,11 +113,8 @@ def load_policy(run: str | Path, device: str = "cpu") -> Policy:
     """The agent of a ``kprl train`` run directory (its newest checkpoint) or of one checkpoint directory."""
     from kprl.evaluate import load_agent
 
-    path = Path(run)
-    as_run = (path / "config.json").is_file()
-    agent, cfg, meta = load_agent(run_dir=path if as_run else None, checkpoint=None if as_run else path,
-                                  device=device)  # fmt: skip
-    agent.train(False)
+    agent, cfg, meta = load_agent(checkpoint=Path(run), device=device)
+    agent.train(False)  # evaluation mode for every act() and keypoints() call
     return Policy(agent, cfg, int(meta["env_step"]))
 
 
@@ -131,7 +125,7 @@ class KeypointDetector:
     source: Path
     keypoints: int
     """K, keypoints per frame."""
-    _detect: Any
+    _detect: Callable[[np.ndarray], np.ndarray]
 
     def detect(self, frames: np.ndarray) -> np.ndarray:
         """float32 [N, K, 2] pixel (x, y) (x right, y down) in the frames' own coordinates for uint8 [N, H, W, 3]
@@ -153,8 +147,9 @@ def load_keypoint_detector(path: str | Path, device: str = "cpu") -> KeypointDet
         policy = load_policy(path, device)
         if policy.agent.keypoint_head_index is None:
             raise ConfigError(f"{path} holds a {policy.config.agent} agent, which has no keypoints")
-        count = int(detect_agent(policy.agent, policy.config, np.zeros((1, 8, 8, 3), np.uint8)).shape[1])
-        return KeypointDetector(path, count, lambda frames: detect_agent(policy.agent, policy.config, frames))
+        # detect_agent returns the newest frame's keypoints: K of them, per-frame keypoints or not.
+        return KeypointDetector(path, policy.config.keypoint.keypoints,
+                                lambda frames: detect_agent(policy.agent, policy.config, frames))  # fmt: skip
     from kprl.hardware import resolve_device
     from kprl.imm_train import load_imm
 

@@ -175,22 +175,19 @@ def start_ray(resources: Resources) -> Any:
     return ray
 
 
-class _Progress:
-    """Factory of a Tune callback printing one line per evaluation and per finished or failed trial."""
+def _progress(print_line: Callable[[str], None]) -> Any:
+    """A Tune callback printing one line per reported evaluation and per failed trial."""
+    from ray.tune import Callback
 
-    @staticmethod
-    def make(print_line: Callable[[str], None]) -> Any:
-        from ray.tune import Callback
+    class Progress(Callback):
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            name = Path(str(result.get("run_dir", trial.trial_id))).name
+            print_line(f"{name}: env step {result.get(TIME_ATTR)} return {result.get(METRIC, float('nan')):.1f}")
 
-        class Progress(Callback):
-            def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-                name = Path(str(result.get("run_dir", trial.trial_id))).name
-                print_line(f"{name}: env step {result.get(TIME_ATTR)} return {result.get(METRIC, float('nan')):.1f}")
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            print_line(f"trial {trial.trial_id} failed: {trial.error_file or 'see Ray logs'}")
 
-            def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-                print_line(f"trial {trial.trial_id} failed: {trial.error_file or 'see Ray logs'}")
-
-        return Progress()
+    return Progress()
 
 
 def fit(
@@ -220,7 +217,7 @@ def fit(
                     name=experiment.name,
                     storage_path=str(experiment.parent),
                     verbose=0,
-                    callbacks=[_Progress.make(print_line)],
+                    callbacks=[_progress(print_line)],
                 ),
             )
         return tuner.fit()
@@ -229,15 +226,18 @@ def fit(
             ray.shutdown()
 
 
+def _error_line(result: Any) -> str:
+    """The last line of a Ray result's error ("" when the trial did not fail)."""
+    if result.error is None:
+        return ""
+    message = str(result.error).strip().splitlines()
+    return message[-1] if message else type(result.error).__name__
+
+
 def trial_errors(results: Any) -> list[str]:
     """One line per failed trial: its run directory (or id) and the last line of its error."""
-    lines = []
-    for result in results:
-        if result.error is not None:
-            run = Path(str((result.metrics or {}).get("run_dir", result.path))).name
-            message = str(result.error).strip().splitlines()
-            lines.append(f"{run}: {message[-1] if message else type(result.error).__name__}")
-    return lines
+    return [f"{Path(str((r.metrics or {}).get('run_dir', r.path))).name}: {_error_line(r)}"
+            for r in results if r.error is not None]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------- sweep
@@ -412,7 +412,7 @@ def hyperparameter_search(
         options = {k: result.config[k] for k in space}
         rows.append({"run_dir": Path(str(metrics.get("run_dir", ""))).name, **options,
                      TIME_ATTR: metrics.get(TIME_ATTR), METRIC: metrics.get(METRIC),
-                     "error": "" if result.error is None else str(result.error).strip().splitlines()[-1]})  # fmt: skip
+                     "error": _error_line(result)})  # fmt: skip
     write_csv(out / "trials.csv", rows, list(dict.fromkeys(k for row in rows for k in row)))
     done = [r for r in rows if not r["error"] and r[METRIC] is not None]
     if not done:
