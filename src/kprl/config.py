@@ -80,7 +80,8 @@ class SACConfig:
     actor_update_every: int = 2
     """Update the actor and alpha every this many updates."""
     critic_lr: float = 1e-3
-    """Adam learning rate of the critic (and, through it, the shared encoder)."""
+    """Adam learning rate of the TD loss's step: the Q networks and, with rl_trains_encoder, the conv trunk and the
+    critic's heads (latent, keypoints)."""
     critic_beta: float = 0.9
     """Adam beta1 of the critic."""
     critic_tau: float = 0.01
@@ -89,6 +90,11 @@ class SACConfig:
     """Update the target networks every this many updates."""
     target_entropy: float | None = None
     """Entropy target; None means -|A| (Haarnoja et al. 2018)."""
+    rl_trains_encoder: bool = True
+    """Whether the TD loss trains the conv trunk and the critic's heads (SAC+AE, the poster). False decouples
+    representation learning from RL (ATC, Stooke et al. 2020): the critic reads its features detached, so the
+    encoder is shaped by the auxiliary losses alone (SAC+AE's by reconstruction, the keypoints by IMM) and the TD
+    loss trains only the Q networks."""
 
 
 @dataclass
@@ -110,7 +116,8 @@ class AEConfig:
     """The pixel autoencoder of SAC+AE (Yarats et al. 2019, Section 5)."""
 
     encoder_lr: float = 1e-3
-    """Adam learning rate of the encoder under the reconstruction loss."""
+    """Adam learning rate of the reconstruction loss's step on the conv trunk and the latent head (agents with an
+    autoencoder: sac_ae, sac_ae_imm)."""
     decoder_lr: float = 1e-3
     """Adam learning rate of the decoder."""
     decoder_update_every: int = 1
@@ -202,8 +209,8 @@ class KeypointAgentConfig:
     sigma: float = 0.1
     """Standard deviation of the Gaussian maps in normalised [-1, 1] coordinates."""
     imm_lr: float = 1e-3
-    """Adam learning rate of the GenNet and the keypoint head under the IMM loss (the poster: 1e-3; its
-    follow-up found 2e-4 better). The shared conv layers use --encoder-lr."""
+    """Adam learning rate of the IMM loss's step on everything it trains: the shared conv trunk, the keypoint head
+    and the GenNet (the poster: 1e-3; its follow-up found 2e-4 better)."""
     imm_update_every: int = 1
     """IMM update every this many agent updates."""
     imm_target_offset: int = 1

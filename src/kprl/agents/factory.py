@@ -45,7 +45,6 @@ def make_agent(
         augmentation=augmentation,
         device=device,
         precision=cfg.precision,
-        encoder_lr=cfg.ae.encoder_lr,
         trunk=trunk,
         update_path=cfg.update_path,
     )

@@ -4,8 +4,9 @@ An agent is SAC plus a list of representations (DESIGN.md). Each representation 
 
 * a **head**: conv maps -> feature vector part, read by actor and critic (the actor gets its own copy of the head
   on detached conv maps, the critic trains the original through the TD loss);
-* optionally an **objective**: an auxiliary loss on the critic's encoding of the observation, trained by its own
-  optimizer together with the encoder (SAC+AE's reconstruction; IMM's generation of a later observation).
+* optionally an **objective**: an auxiliary loss on the critic's encoding of the observation. Each objective has an
+  Adam optimiser of its own over everything its loss trains: the conv trunk and its head at ``encoder_lr``, its own
+  networks (a decoder, a generator) at ``lr`` (SAC+AE's reconstruction; IMM's generation of a later observation).
 
 New agents add a representation here, not a new code path in the SAC core.
 """
@@ -69,12 +70,19 @@ class AuxInputs(NamedTuple):
 
 class AuxiliaryObjective(nn.Module):
     """An auxiliary loss on the critic encoder's output. Its own parameters (a decoder, a generator) are trained
-    only by this loss; the encoder's by this loss and the critic's TD loss."""
+    only by this loss; the conv trunk and the head ``head_index`` by this loss (at ``encoder_lr``) and, unless
+    representation learning is decoupled from RL (``SACConfig.rl_trains_encoder``), by the critic's TD loss."""
 
     name: str = "aux"
+    head_index: int = 0
+    """The encoder head this loss trains (with the conv trunk)."""
     update_every: int = 1
+    encoder_lr: float = 1e-3
+    """Adam learning rate of this loss's step on the conv trunk and its head."""
     lr: float = 1e-3
+    """Adam learning rate of the objective's own networks."""
     weight_decay: float = 0.0
+    """Adam weight decay of the objective's own networks (not of the encoder)."""
     target_offset: int | None = None
     """Steps to the target observation this objective needs (None: it needs none)."""
     needs_encoding: bool = True
@@ -116,7 +124,8 @@ class IMMObjective(AuxiliaryObjective):
     """IMM inside the agent (the poster's SAC+AE+IMM / SAC+IMM): the keypoint head finds K keypoints on the
     encoder's maps of the *target* observation; the GenNet renders the target stack from the source observation
     and the keypoints' Gaussian maps; the loss is the pixel MSE (frames in [-0.5, 0.5]). Gradients train the
-    GenNet, the keypoint head and the shared conv layers (Jakab et al. 2018 with the poster's encoder sharing)."""
+    GenNet, the keypoint head and the shared conv layers, all at the IMM learning rate (Jakab et al. 2018 with the
+    poster's encoder sharing)."""
 
     name = "imm"
     needs_encoding = False
@@ -126,7 +135,7 @@ class IMMObjective(AuxiliaryObjective):
         self.gennet = gennet
         self.head_index = head_index
         self.target_offset = target_offset
-        # Not a submodule: the head belongs to the encoder (its parameters are the encoder optimiser's).
+        # Not a submodule: the head belongs to the encoder (checkpointed with it, and EMA-copied to the target).
         self._head = [head]
 
     def loss(self, inputs: AuxInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -149,8 +158,6 @@ class Representation:
     head: nn.Module
     objective: AuxiliaryObjective | None = None
     share_with_actor: bool = False
-    head_lr: float | None = None
-    """Learning rate of the head's parameters in the encoder optimiser (None: the encoder's)."""
 
 
 def build_representations(
@@ -180,6 +187,7 @@ def _autoencoder(
         decoder, index, cfg.ae.reconstruction_bits, cfg.ae.decoder_latent_lambda
     )
     objective.update_every = cfg.ae.decoder_update_every
+    objective.encoder_lr = cfg.ae.encoder_lr
     objective.lr = cfg.ae.decoder_lr
     objective.weight_decay = cfg.ae.decoder_weight_decay
     return Representation("ae", head, objective)
@@ -203,5 +211,6 @@ def _imm(
     )
     objective = IMMObjective(head, index, GenNet(obs_channels, image_size, gen_cfg), kp.imm_target_offset)
     objective.update_every = kp.imm_update_every
+    objective.encoder_lr = kp.imm_lr
     objective.lr = kp.imm_lr
-    return Representation("imm", head, objective, share_with_actor=True, head_lr=kp.imm_lr)
+    return Representation("imm", head, objective, share_with_actor=True)

@@ -14,6 +14,13 @@ Two update paths compute the same losses and gradients (docs/performance.md):
   reference order (critic, actor and temperature, target EMAs, auxiliary). What differs: the actor's features and
   the auxiliary gradients are those of the encoder before this update's critic step, where the reference re-encodes
   after it; with all learning rates at zero both paths agree (tests/test_fast_update.py).
+
+Every loss has an Adam optimiser of its own over exactly what it trains, at its own learning rate: the TD loss
+(``critic_lr``: Q networks, and the conv trunk and critic heads unless ``rl_trains_encoder`` is off), the actor loss
+(``actor_lr``: the actor's MLP and own heads), the temperature loss (``alpha_lr``), and each auxiliary loss (the
+trunk and its head at the objective's ``encoder_lr``, its own networks at its ``lr``). Under bf16 autocast only the
+convolutions and the latent head's linear layer run in bf16: the heads' outputs, the Q and policy MLPs, the
+log-probabilities, the TD target and the temperature are fp32.
 """
 
 from __future__ import annotations
@@ -66,6 +73,12 @@ def squashed_gaussian(
     return torch.tanh(mu), pi, log_prob
 
 
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """A region where autocast is off: value and policy MLPs run in fp32 inside a bf16 update. bf16 keeps 8
+    significant bits, so a Q-value of 300 would be rounded to a multiple of 2 and log-probabilities to ~0.4 %."""
+    return torch.autocast(device.type, enabled=False)
+
+
 class Actor(nn.Module):
     """Policy: encoder (own heads, conv tied to the critic's and detached) -> MLP -> squashed Gaussian."""
 
@@ -88,28 +101,42 @@ class Actor(nn.Module):
         self, maps: torch.Tensor, deterministic: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The policy on conv maps of the shared trunk (detach them first: the actor never trains the conv)."""
-        features = self.encoder.from_maps(maps).features
-        mu, log_std = self.trunk(features).float().chunk(2, dim=-1)
-        # Bound log std smoothly into [min, max] (pytorch_sac_ae; Yarats et al. 2019).
-        log_std = torch.tanh(log_std)
-        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1)
-        return squashed_gaussian(mu, log_std, deterministic)
+        return self.from_features(self.encoder.from_maps(maps).features, deterministic)
+
+    def from_features(
+        self, features: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(tanh(mu), action sample, log-prob) of the policy on its encoder's features, computed in fp32."""
+        with full_precision(features.device):
+            mu, log_std = self.trunk(features.float()).chunk(2, dim=-1)
+            # Bound log std smoothly into [min, max] (pytorch_sac_ae; Yarats et al. 2019).
+            log_std = torch.tanh(log_std)
+            log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1)
+            return squashed_gaussian(mu, log_std, deterministic)
 
 
 class Critic(nn.Module):
-    """Twin Q networks on the encoder's features (clipped double Q, Fujimoto et al. 2018)."""
+    """Twin Q networks on the encoder's features (clipped double Q, Fujimoto et al. 2018).
 
-    def __init__(self, encoder: Encoder, action_dim: int, hidden_dim: int):
+    ``trains_encoder=False`` detaches the features the Q networks read, so the TD loss stops at the encoder: the
+    representation is learnt by the auxiliary losses alone (ATC's ``stop_rl_conv_grad``, Stooke et al. 2020)."""
+
+    def __init__(self, encoder: Encoder, action_dim: int, hidden_dim: int, trains_encoder: bool = True):
         super().__init__()
         self.encoder = encoder
+        self.trains_encoder = trains_encoder
         self.q1 = mlp(encoder.feature_dim + action_dim, hidden_dim, 1)
         self.q2 = mlp(encoder.feature_dim + action_dim, hidden_dim, 1)
         self.q1.apply(weight_init)
         self.q2.apply(weight_init)
 
     def q_values(self, features: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([features, action.to(features.dtype)], dim=-1)
-        return self.q1(x).float(), self.q2(x).float()
+        """Both Q-values [B, 1] of (features, action), computed in fp32 whatever the autocast."""
+        if not self.trains_encoder:
+            features = features.detach()
+        with full_precision(features.device):
+            x = torch.cat([features.float(), action.float()], dim=-1)
+            return self.q1(x), self.q2(x)
 
     def forward(
         self, obs: torch.Tensor, action: torch.Tensor, detach_conv: bool = False
@@ -134,21 +161,6 @@ def _step(
             None if g is None else (g if g.stride() == p.stride() else g.contiguous(memory_format=_layout(p)))
         )
     optimizer.step()
-
-
-def _step_all(
-    optimizers: list[torch.optim.Optimizer | None],
-    params: list[torch.Tensor],
-    grads: tuple[torch.Tensor | None, ...],
-) -> None:
-    """:func:`_step` for several optimisers whose parameters were concatenated in this order."""
-    start = 0
-    for opt in optimizers:
-        if opt is None:
-            continue
-        n = len(_params(opt))
-        _step(opt, params[start : start + n], grads[start : start + n])
-        start += n
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -183,7 +195,6 @@ class SACAgent:
         augmentation: Augmentation,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
-        encoder_lr: float = 1e-3,
         trunk: nn.Module | None = None,
         update_path: str = "reference",
     ) -> None:
@@ -205,7 +216,7 @@ class SACAgent:
         if trunk is None:
             trunk = ConvTrunk(channels, side, encoder_cfg.num_conv_layers, encoder_cfg.num_filters)
         critic_encoder = Encoder(trunk, [r.head for r in representations])
-        self.critic = Critic(critic_encoder, action_dim, sac.hidden_dim).to(self.device)
+        self.critic = Critic(critic_encoder, action_dim, sac.hidden_dim, sac.rl_trains_encoder).to(self.device)
         shared = frozenset(i for i, r in enumerate(representations) if r.share_with_actor)
         self.actor = Actor(
             critic_encoder.tied_copy(shared),
@@ -238,27 +249,24 @@ class SACAgent:
         actor_params = [p for p in self.actor.parameters() if id(p) not in critic_encoder_ids]
         adam = self._adam
         self.actor_opt = adam(actor_params, lr=sac.actor_lr, betas=(sac.actor_beta, 0.999))
-        self.critic_opt = adam(self.critic.parameters(), lr=sac.critic_lr, betas=(sac.critic_beta, 0.999))
+        q_networks = [*self.critic.q1.parameters(), *self.critic.q2.parameters()]
+        td_trained = list(self.critic.parameters()) if sac.rl_trains_encoder else q_networks
+        self.critic_opt = adam(td_trained, lr=sac.critic_lr, betas=(sac.critic_beta, 0.999))
         self.alpha_opt = adam([self.log_alpha], lr=sac.alpha_lr, betas=(sac.alpha_beta, 0.999))
-        # As pytorch_sac_ae: the auxiliary losses update the critic's encoder with an optimiser of their own.
-        self.encoder_opt = self._encoder_optimizer(representations, encoder_lr) if self.objectives else None
-        self.objective_opts = [
-            adam(o.parameters(), lr=o.lr, weight_decay=o.weight_decay) for o in self.objectives
-        ]
+        # As pytorch_sac_ae, an auxiliary loss steps the critic's encoder with an optimiser apart from the critic's.
+        self.objective_opts = [self._objective_optimizer(o) for o in self.objectives]
         self.train(True)
 
-    def _encoder_optimizer(
-        self, representations: list[Representation], encoder_lr: float
-    ) -> torch.optim.Adam:
-        """Adam over the critic's encoder for the auxiliary losses: the conv trunk and heads at ``encoder_lr``,
-        except heads with a learning rate of their own (the IMM keypoint head at --imm-lr)."""
+    def _objective_optimizer(self, objective: AuxiliaryObjective) -> torch.optim.Adam:
+        """Adam over everything ``objective``'s loss trains: the conv trunk and the objective's head at its
+        ``encoder_lr``, its own networks at its ``lr`` with its weight decay."""
         encoder = self.critic.encoder
-        own = [(list(encoder.heads[i].parameters()), r.head_lr) for i, r in enumerate(representations)
-               if r.head_lr is not None]  # fmt: skip
-        own_ids = {id(p) for params, _ in own for p in params}
-        groups: list[dict[str, Any]] = [{"params": [p for p in encoder.parameters() if id(p) not in own_ids]}]
-        groups += [{"params": params, "lr": lr} for params, lr in own if params]
-        return self._adam(groups, lr=encoder_lr)
+        reached = [*encoder.trunk.parameters(), *encoder.heads[objective.head_index].parameters()]
+        groups: list[dict[str, Any]] = [
+            {"params": reached, "lr": objective.encoder_lr},
+            {"params": list(objective.parameters()), "weight_decay": objective.weight_decay},
+        ]
+        return self._adam(groups, lr=objective.lr)
 
     def _adam(self, params: Any, **kwargs: Any) -> torch.optim.Adam:
         """Adam; on the fast path its fused kernel (one pass over all tensors: 3x faster on this project's CPU)."""
@@ -291,8 +299,6 @@ class SACAgent:
             "critic_opt": self.critic_opt,
             "alpha_opt": self.alpha_opt,
         }
-        if self.encoder_opt is not None:
-            opts["encoder_opt"] = self.encoder_opt
         for i, opt in enumerate(self.objective_opts):
             opts[f"objective{i}_opt"] = opt
         return opts
@@ -419,29 +425,35 @@ class SACAgent:
                 _, pi, log_pi = self.actor.from_maps(encoded.maps.detach())
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         metrics.update({"critic_loss": critic_loss.detach(), "q1": q1.detach().mean(), "target_q": target_q.mean()})
-        aux_loss = None
+        losses: dict[int, torch.Tensor] = {}
         if due:
-            aux_loss, parts = self._auxiliary_losses(obs, encoded, target_obs, due, next_maps)
+            losses, parts = self._auxiliary_losses(obs, encoded, target_obs, due, next_maps)
             metrics.update(parts)
-            metrics["aux_loss"] = aux_loss.detach()
         # Every gradient at the parameters this update started from, before any optimiser changes them in place.
+        # The reconstruction reads the critic's encoding of obs, so the critic's graph is kept for it.
         critic_params = _params(self.critic_opt)
-        # The auxiliary graph shares the critic's only through the encoding of obs (the reconstruction reads it; IMM
-        # reads the target's maps and its own GenNet trunk).
-        shares_graph = aux_loss is not None and any(self.objectives[i].needs_encoding for i in due)
-        critic_grads = torch.autograd.grad(critic_loss, critic_params, retain_graph=shares_graph, allow_unused=True)
-        aux_opts = [self.encoder_opt, *(self.objective_opts[i] for i in due)] if due else []
-        aux_params = [p for opt in aux_opts if opt is not None for p in _params(opt)]
-        aux_grads = (
-            torch.autograd.grad(aux_loss, aux_params, allow_unused=True) if aux_loss is not None else ()
-        )
+        critic_grads = torch.autograd.grad(critic_loss, critic_params, retain_graph=bool(losses), allow_unused=True)
+        aux_steps = self._objective_gradients(losses)
         _step(self.critic_opt, critic_params, critic_grads)
         if actor_due:
             metrics.update(self._actor_and_alpha_step(encoded.features.detach(), pi, log_pi))
         if step % self.cfg.critic_target_update_every == 0:
             self._update_targets()
-        _step_all(aux_opts, aux_params, aux_grads)
+        for opt, params, grads in aux_steps:
+            _step(opt, params, grads)
         return metrics
+
+    def _objective_gradients(
+        self, losses: dict[int, torch.Tensor]
+    ) -> list[tuple[torch.optim.Optimizer, list[torch.Tensor], tuple[torch.Tensor | None, ...]]]:
+        """Each auxiliary loss's gradient on what its optimiser trains, at the current parameters, taken apart: two
+        losses that reach the conv trunk step it with their own Adam at their own learning rate."""
+        steps = []
+        for n, (i, loss) in enumerate(losses.items()):
+            params = _params(self.objective_opts[i])
+            grads = torch.autograd.grad(loss, params, retain_graph=n < len(losses) - 1, allow_unused=True)
+            steps.append((self.objective_opts[i], params, grads))
+        return steps
 
     def _td_target(
         self,
@@ -467,8 +479,7 @@ class SACAgent:
     ) -> dict[str, torch.Tensor]:
         """Actor and temperature steps from a policy sample ``pi`` (with its graph) and detached critic features;
         Q is read with the critic's current (just stepped) MLPs, as the reference does."""
-        with self.autocast():
-            actor_q1, actor_q2 = self.critic.q_values(critic_features, pi)
+        actor_q1, actor_q2 = self.critic.q_values(critic_features, pi)
         actor_loss = (self.alpha.detach() * log_pi - torch.min(actor_q1, actor_q2)).mean()
         actor_params = _params(self.actor_opt)
         _step(self.actor_opt, actor_params, torch.autograd.grad(actor_loss, actor_params, allow_unused=True))
@@ -490,11 +501,12 @@ class SACAgent:
         target_obs: torch.Tensor | None,
         due: list[int],
         target_maps: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Sum of the due objectives' losses (fp32) and their parts; encodes what the objectives read and
-        ``encoded`` and ``target_maps`` do not provide (the IMM target's conv maps; the observation's encoding)."""
+    ) -> tuple[dict[int, torch.Tensor], dict[str, torch.Tensor]]:
+        """The due objectives' losses (fp32, by objective index) and their parts with their sum ``aux_loss`` for
+        logging; encodes what the objectives read and ``encoded`` and ``target_maps`` do not provide (the IMM
+        target's conv maps; the observation's encoding)."""
         metrics: dict[str, torch.Tensor] = {}
-        total = torch.zeros((), device=self.device)
+        losses: dict[int, torch.Tensor] = {}
         needs_target = any(self.objectives[i].target_offset is not None for i in due)
         needs_encoding = any(self.objectives[i].needs_encoding for i in due)
         with self.autocast():
@@ -505,9 +517,10 @@ class SACAgent:
             inputs = AuxInputs(obs, encoded, target_obs, target_maps)
             for i in due:
                 loss, parts = self.objectives[i].loss(inputs)
-                total = total + loss.float()
+                losses[i] = loss.float()
                 metrics.update(parts)
-        return total, metrics
+        metrics["aux_loss"] = torch.stack(list(losses.values())).sum().detach()
+        return losses, metrics
 
     def _update_targets(self) -> None:
         soft_update(self.critic.q1, self.critic_target.q1, self.cfg.critic_tau)
@@ -555,16 +568,9 @@ class SACAgent:
     def _update_objectives(
         self, obs: torch.Tensor, target_obs: torch.Tensor | None, due: list[int]
     ) -> dict[str, torch.Tensor]:
-        total, metrics = self._auxiliary_losses(obs, None, target_obs, due)
-        assert self.encoder_opt is not None
-        self.encoder_opt.zero_grad(set_to_none=True)
-        for i in due:
-            self.objective_opts[i].zero_grad(set_to_none=True)
-        total.backward()
-        self.encoder_opt.step()
-        for i in due:
-            self.objective_opts[i].step()
-        metrics["aux_loss"] = total.detach()
+        losses, metrics = self._auxiliary_losses(obs, None, target_obs, due)
+        for opt, params, grads in self._objective_gradients(losses):
+            _step(opt, params, grads)
         return metrics
 
     # ------------------------------------------------------------------------------------------- persistence
@@ -576,6 +582,11 @@ class SACAgent:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "encoder_opt" in state:
+            raise ValueError(
+                "it was written by an earlier kprl (0.1.0), whose auxiliary losses shared one encoder optimiser; "
+                "this version cannot resume it"
+            )
         for name, module in self.modules().items():
             module.load_state_dict(state[name])
         for name, opt in self.optimizers().items():

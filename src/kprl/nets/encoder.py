@@ -155,13 +155,14 @@ class LatentHead(nn.Module):
         self.apply(weight_init)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.ln(self.fc(maps.flatten(1))))
+        # Under bf16 autocast the linear layer (the head's cost) runs in bf16; the normalised code is fp32.
+        return torch.tanh(self.ln(self.fc(maps.flatten(1)).float()))
 
 
 class Encoded(NamedTuple):
     """What an :class:`Encoder` produces for one batch of observations."""
 
-    features: torch.Tensor  # [B, D]: concatenation of the heads' outputs; what actor/critic read
+    features: torch.Tensor  # [B, D] fp32: concatenation of the heads' outputs; what actor/critic read
     maps: (
         torch.Tensor
     )  # [B, F, h, w]: conv feature maps (detached if the encoder was called with detach_conv)
@@ -187,7 +188,7 @@ class Encoder(nn.Module):
     def from_maps(self, maps: torch.Tensor) -> Encoded:
         """The heads on conv maps computed elsewhere (one trunk pass shared by several losses)."""
         parts = tuple(head(maps) for head in self.heads)
-        features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        features = torch.cat([p.float() for p in parts], dim=1)
         return Encoded(features, maps, parts)
 
     def tied_copy(self, shared_heads: frozenset[int] = frozenset()) -> Encoder:

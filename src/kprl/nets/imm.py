@@ -100,7 +100,7 @@ class KeypointHead(nn.Module):
         per_frame = maps.reshape(b, self.frames, 1, c // self.frames, h * w)
         weights = kp.gauss_maps.reshape(b, self.frames, self.num_keypoints, 1, h * w).to(maps.dtype)
         pooled = (per_frame * weights).sum(-1) / weights.sum(-1).clamp_min(1e-6)
-        return torch.cat([kp.coords.flatten(1).to(maps.dtype), pooled.flatten(1)], dim=1)
+        return torch.cat([kp.coords.flatten(1), pooled.float().flatten(1)], dim=1)
 
 
 class KeyNet(nn.Module):
