@@ -2,29 +2,66 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
+import re
+import shutil
+import subprocess
+import typing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
+import kprl
 from kprl import config as C
+from kprl.agents.factory import make_agent
 from kprl.cli import main
 from kprl.evaluation.stats import iqm
-from kprl.report import find_runs, variant_label, write_report
+from kprl.provenance import code_version
+from kprl.replay import Batch
+from kprl.report import (
+    NOT_METHOD,
+    UNREAD_OPTIONS,
+    final_scores,
+    find_runs,
+    load_run,
+    variant_label,
+    write_report,
+)
 from kprl.train import train
 
 STEPS = (0, 10_000, 20_000)
 
 
-def fake_run(root: Path, agent: str, seed: int, returns: list[float], **cfg_overrides: object) -> Path:
-    """A run directory as `kprl train` leaves it (config.json, eval.csv, train.csv, runtime.jsonl)."""
-    run_dir = root / f"{agent}-s{seed}"
+def set_option(cfg: Any, dotted: str, value: object) -> None:
+    """Set the option ``dotted`` (``sac.critic_lr``) of a config in place."""
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        cfg = getattr(cfg, part)
+    setattr(cfg, leaf, value)
+
+
+def fake_run(
+    root: Path,
+    agent: str,
+    seed: int,
+    returns: list[float],
+    runtime: list[dict[str, object]] | None = None,
+    name: str | None = None,
+    **cfg_overrides: object,
+) -> Path:
+    """A run directory as `kprl train` leaves it (config.json, eval.csv, train.csv, runtime.jsonl); options by
+    dotted name with ``__`` for ``.`` (``sac__critic_lr``); ``runtime``: the lines of runtime.jsonl (default: one
+    line naming only the machine, as runs from before provenance was recorded)."""
+    run_dir = root / (name or f"{agent}-s{seed}")
     run_dir.mkdir(parents=True)
     cfg = C.TrainConfig(agent=agent, seed=seed, run_dir=run_dir, env_steps=STEPS[-1])  # type: ignore[arg-type]
     for key, value in cfg_overrides.items():
-        setattr(cfg, key, value)
+        set_option(cfg, key.replace("__", "."), value)
     C.save_json(cfg, run_dir / "config.json")
     with open(run_dir / "eval.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["env_step", "agent_step", "episode_return", "wall_hours"])
@@ -40,7 +77,8 @@ def fake_run(root: Path, agent: str, seed: int, returns: list[float], **cfg_over
             if "imm" in agent:
                 row["train/imm_loss"] = 0.01 / i
             writer.writerow(row)
-    (run_dir / "runtime.jsonl").write_text(json.dumps({"machine": "test CPU, 2 cores"}) + "\n")
+    lines = runtime if runtime is not None else [{"machine": "test CPU, 2 cores"}]
+    (run_dir / "runtime.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return run_dir
 
 
@@ -64,10 +102,12 @@ def test_report_writes_tidy_csv_scores_and_figures(runs: Path, tmp_path: Path) -
 
     with open(out / "evaluations.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["agent", "task", "seed", "env_step", "episode_return", "wall_hours", "machine"]
+    assert list(rows[0]) == ["agent", "task", "seed", "env_step", "episode_return", "wall_hours", "machine",
+                             "kprl_version", "kprl_commit"]  # fmt: skip
     assert len(rows) == 7 * len(STEPS)
     assert {r["agent"] for r in rows} == {"sac_ae", "sac_imm[augmentation=crop]"}
     assert rows[0]["machine"] == "test CPU, 2 cores"
+    assert rows[0]["kprl_version"] == rows[0]["kprl_commit"] == "unknown"  # runs that did not record their code
 
     with open(out / "final_scores.csv", newline="") as f:
         scores = {r["agent"]: r for r in csv.DictReader(f)}
@@ -146,3 +186,209 @@ def test_report_of_a_real_training_run(tmp_path: Path) -> None:
     assert rows[0]["machine"] != "unknown"
     assert (tmp_path / "report" / "imm_loss.png").is_file()
     assert list((tmp_path / "report" / "keypoints").glob("sac_imm*_seed1_imm_example_*.png"))
+
+    (start,) = [json.loads(line) for line in (cfg.run_dir / "runtime.jsonl").read_text().splitlines()]
+    assert start["kprl_version"] == kprl.__version__ == rows[0]["kprl_version"]
+    head = git_head(Path(kprl.__file__).parent)
+    if head is None:
+        pytest.skip("kprl does not run from a git checkout here: no commit to compare")
+    assert start["git_commit"] == head and re.fullmatch(r"[0-9a-f]{40}", head)
+    assert isinstance(start["git_dirty"], bool)
+    assert rows[0]["kprl_commit"] == head + ("+dirty" if start["git_dirty"] else "")
+
+
+def git_head(path: Path) -> str | None:
+    """``git rev-parse HEAD`` in ``path``; None without git or outside a checkout."""
+    if shutil.which("git") is None:
+        return None
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def test_report_lists_the_code_of_every_start(tmp_path: Path) -> None:
+    """A run restarted under two commits names both, in order, ``+dirty`` where the tree had local changes; a run
+    from before provenance was recorded says ``unknown``."""
+    old, new = "a" * 40, "b" * 40
+    starts = [{"machine": "CPU A", "kprl_version": "0.1.0", "git_commit": old, "git_dirty": False},
+              {"machine": "CPU A", "kprl_version": "0.1.0", "git_commit": old, "git_dirty": False},
+              {"machine": "GPU B", "kprl_version": "0.2.0", "git_commit": new, "git_dirty": True},
+              {"machine": "GPU B", "kprl_version": "0.2.0", "git_commit": None, "git_dirty": None}]  # fmt: skip
+    fake_run(tmp_path / "runs", "sac_ae", 1, [0.0, 1.0, 2.0], runtime=starts)
+    fake_run(tmp_path / "runs", "sac_ae", 2, [0.0, 1.0, 2.0])
+    write_report([tmp_path / "runs"], tmp_path / "report", reference_dir=None)
+    rows = list(csv.DictReader(open(tmp_path / "report" / "evaluations.csv", newline="")))
+    by_seed = {r["seed"]: r for r in rows}
+    assert by_seed["1"]["machine"] == "CPU A + GPU B"
+    assert by_seed["1"]["kprl_version"] == "0.1.0 + 0.2.0"
+    assert by_seed["1"]["kprl_commit"] == f"{old} + {new}+dirty + unknown"
+    assert (by_seed["2"]["kprl_version"], by_seed["2"]["kprl_commit"]) == ("unknown", "unknown")
+
+
+def test_code_version_outside_a_checkout_or_without_git_is_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unknown = {"kprl_version": kprl.__version__, "git_commit": None, "git_dirty": None}
+    package = tmp_path / "site-packages" / "kprl"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    assert code_version(package) == unknown
+    assert code_version(tmp_path / "missing") == unknown
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git to run
+    assert code_version() == unknown
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_code_version_of_a_checkout(tmp_path: Path) -> None:
+    """The commit of the checkout the package is tracked in; dirty only for changed tracked files. A package that
+    git does not track (installed into a virtual environment inside some checkout) has no commit."""
+
+    def git(*args: str) -> str:
+        identity = ("-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false")
+        done = subprocess.run(["git", *identity, *args], cwd=tmp_path, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    git("init", "-q")
+    package = tmp_path / "src" / "kprl"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (tmp_path / "README").write_text("a\n")
+    git("add", "README")
+    git("commit", "-q", "-m", "readme")
+    assert code_version(package)["git_commit"] is None  # untracked package
+    git("add", "src")
+    git("commit", "-q", "-m", "package")
+    head = git("rev-parse", "HEAD")
+    assert code_version(package) == {"kprl_version": kprl.__version__, "git_commit": head, "git_dirty": False}
+    (tmp_path / "scratch.txt").write_text("untracked")
+    assert code_version(package)["git_dirty"] is False
+    (tmp_path / "README").write_text("b\n")
+    assert code_version(package) == {"kprl_version": kprl.__version__, "git_commit": head, "git_dirty": True}
+
+
+# ------------------------------------------------------------------------------------------------ variant labels
+def changed(value: object) -> object:
+    """Another value of an option's type (for a label: the value need not be valid for training)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 2
+    if isinstance(value, str):
+        return value + "_other"
+    if isinstance(value, Path):
+        return value / "other"
+    assert value is None, f"no rule to change {value!r}"
+    return 1
+
+
+AGENTS: tuple[str, ...] = typing.get_args(C.AgentName)
+
+
+def test_unread_options_are_options_of_every_agent() -> None:
+    assert set(UNREAD_OPTIONS) == set(AGENTS)
+    names = set(C.flatten(C.TrainConfig()))
+    for agent, unread in UNREAD_OPTIONS.items():
+        assert unread <= names, f"{agent}: not options: {sorted(unread - names)}"
+    assert NOT_METHOD <= names
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_every_method_option_the_agent_reads_labels_it(agent: str) -> None:
+    """Changing any option other than execution and logging options and the agent's unread ones gives a label of
+    its own: no two options, and no option and the default, read alike."""
+    base = C.TrainConfig(agent=agent)  # type: ignore[arg-type]
+    labels = {variant_label(base): "defaults"}
+    for name, value in C.flatten(base).items():
+        if name == "agent":  # the label's first word
+            continue
+        cfg = copy.deepcopy(base)
+        set_option(cfg, name, changed(value))
+        label = variant_label(cfg)
+        if name in NOT_METHOD or name in UNREAD_OPTIONS[agent]:
+            assert label == agent, name
+        else:
+            assert label not in labels, f"{name} reads like {labels.get(label)}: {label}"
+            labels[label] = name
+
+
+@pytest.mark.parametrize(
+    ("agent", "option", "values"),
+    [("sac_ae", "augmentation", ("none", "crop")), ("sac_imm", "augmentation", ("none", "crop")),
+     ("sac_imm", "keypoint.imm_lr", (1e-3, 2e-4)), ("sac_ae", "sac.critic_lr", (1e-3, 5e-4)),
+     ("sac_ae_imm", "ae.encoder_lr", (1e-3, 5e-4)), ("sac_ae", "ae.encoder_lr", (1e-3, 5e-4))],  # fmt: skip
+)
+def test_runs_differing_in_one_learning_option_are_not_pooled(
+    tmp_path: Path, agent: str, option: str, values: tuple[object, object]
+) -> None:
+    key = option.replace(".", "__")
+    runs = [load_run(fake_run(tmp_path, agent, seed, [0.0, 10.0 * seed, 100.0 * seed], name=f"{value}-s{seed}",
+                              **{key: value}))  # fmt: skip
+            for value in values for seed in (1, 2)]  # fmt: skip
+    assert len({r.label for r in runs}) == 2
+    _, scores = final_scores(runs)
+    assert [row["runs"] for row in scores] == [2, 2]
+    assert len({row["agent"] for row in scores}) == 2
+
+
+# ------------------------------------------------------------------------- options an agent never reads: verified
+SIDE = 32
+ACTION_DIM = 2
+
+
+def tiny_config(agent: str, update_path: str) -> C.TrainConfig:
+    cfg = C.TrainConfig(agent=agent, precision="fp32", update_path=update_path)  # type: ignore[arg-type]
+    cfg.env.image_size = SIDE
+    cfg.sac.hidden_dim = 32
+    cfg.encoder.num_filters = 8
+    cfg.encoder.latent_dim = 16
+    cfg.keypoint.keypoints = 2
+    return cfg
+
+
+def tiny_batch(size: int = 8) -> Batch:
+    """Random uint8 stacks of 3 frames; the IMM target (offset 1) is next_obs, as the replay returns it."""
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (size, 4, 3, SIDE, SIDE), generator=g, dtype=torch.uint8)
+    obs, next_obs = frames[:, :3].flatten(1, 2), frames[:, 1:].flatten(1, 2)
+    action = torch.rand(size, ACTION_DIM, generator=g) * 2 - 1
+    return Batch(obs, action, torch.rand(size, 1, generator=g), torch.ones(size, 1), next_obs, next_obs)
+
+
+def trained_state(cfg: C.TrainConfig) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
+    """Every parameter and buffer of an agent built from seed 0 after two updates (steps 0 and 1, so that update
+    schedules count) on one batch, and the updates' metrics."""
+    torch.manual_seed(0)
+    agent = make_agent(cfg, (9, SIDE, SIDE), ACTION_DIM, "cpu")
+    batch = tiny_batch()
+    generator = torch.Generator().manual_seed(1)
+    metrics = [agent.update(batch, step, generator) for step in (0, 1)]
+    state = {f"{name}.{key}": value for name, module in agent.modules().items()
+             for key, value in module.state_dict().items()}  # fmt: skip
+    state["log_alpha"] = agent.log_alpha.detach()
+    return state, metrics
+
+
+def differing(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors that are not bitwise equal in both states (or in one state only)."""
+    return sorted(k for k in a.keys() | b.keys() if k not in a or k not in b or not torch.equal(a[k], b[k]))
+
+
+@pytest.mark.parametrize("update_path", ["reference", "fast"])
+@pytest.mark.parametrize("agent", AGENTS)
+def test_options_declared_unread_leave_the_update_bitwise_unchanged(agent: str, update_path: str) -> None:
+    """An agent built and updated with every option of ``UNREAD_OPTIONS[agent]`` changed ends with the very
+    parameters of one built with the defaults, so leaving those options out of its label pools nothing different.
+    A changed learning rate that the agent does read moves them (the comparison can fail)."""
+    base = tiny_config(agent, update_path)
+    reference, reference_metrics = trained_state(base)
+    perturbed = tiny_config(agent, update_path)
+    for name in sorted(UNREAD_OPTIONS[agent]):
+        set_option(perturbed, name, changed(C.flatten(base)[name]))
+    state, metrics = trained_state(perturbed)
+    moved = differing(reference, state)
+    assert not moved, f"{agent} reads an option declared unread: {len(moved)} tensors differ, {moved[:4]} ..."
+    assert metrics == reference_metrics
+    control = tiny_config(agent, update_path)
+    control.sac.critic_lr *= 2
+    assert differing(reference, trained_state(control)[0])

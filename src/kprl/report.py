@@ -3,7 +3,9 @@
 Given run directories (or folders holding them), writes to ``--out``:
 
 * ``evaluations.csv``: one tidy row per evaluation of every run: agent (the variant label), task, seed, env_step,
-  episode_return (mean of the eval episodes), wall_hours, machine;
+  episode_return (mean of the eval episodes), wall_hours, machine, kprl_version, kprl_commit (the git commit the
+  run's code came from, ``+dirty`` when tracked files had local changes; a run restarted under several machines,
+  versions or commits lists each, joined by `` + ``; ``unknown`` where the run did not record it);
 * ``final_scores.csv`` / ``final_scores.md``: per agent and task at one env step (default: the largest step every
   run reached): runs, mean ± std over seeds, IQM with its 95 % stratified bootstrap CI (Agarwal et al. 2021), beside
   the published numbers of DESIGN.md;
@@ -12,6 +14,11 @@ Given run directories (or folders holding them), writes to ``--out``:
 * ``imm_loss.png``: the IMM loss during RL of each keypoint agent next to a standalone IMM run's train and
   validation loss (``--imm-run``), the poster's comparison;
 * ``keypoints/``: each keypoint run's newest IMM example figure (its keypoints on a frame).
+
+Runs are grouped into one condition (one curve, one row of final scores) by their variant label
+(:func:`variant_label`): the agent and every method option that differs from its default, except the options that
+agent never reads (:data:`UNREAD_OPTIONS`). Runs that differ in anything that can change what is learnt are never
+pooled.
 
 Everything is recomputed from the runs' CSV logs, so rerunning the command regenerates the report.
 """
@@ -43,12 +50,34 @@ PUBLISHED: dict[str, dict[int, list[tuple[str, float, float]]]] = {
                   ("DrQ", 868, 10), ("SAC on true state", 848, 15)],  # fmt: skip
     }
 }
-TIDY_COLUMNS = ("agent", "task", "seed", "env_step", "episode_return", "wall_hours", "machine")
+TIDY_COLUMNS = ("agent", "task", "seed", "env_step", "episode_return", "wall_hours", "machine", "kprl_version",
+                "kprl_commit")  # fmt: skip
+UNKNOWN = "unknown"
 # Options that say *how* a run executed or was logged, not which method it is: left out of variant labels.
 NOT_METHOD = frozenset(
     {"run_dir", "seed", "env_steps", "device", "threads", "precision", "update_path", "eval_every", "eval_episodes",
-     "checkpoint_every", "video", "video_size", "log_every", "steps", "wandb", "wandb_project"}  # fmt: skip
+     "checkpoint_every", "video", "video_size", "log_every", "wandb", "wandb_project"}  # fmt: skip
 )
+# Options each agent never reads, by dotted name: left out of its variant labels so that runs differing only there
+# form one condition. Every other method option labels runs, so an option missing here splits conditions (safe)
+# rather than pooling different experiments; tests/test_report.py checks that changing the options listed leaves
+# an agent's update bitwise unchanged.
+# sac_ae has no keypoint head or GenNet. keypoint.per_frame and keypoint.pretrained_imm are not listed: the agent
+# factory reads them for every agent (trunk layout, pretrained weights), and config validation refuses them for
+# sac_ae. sac_imm has no latent head (encoder.latent_dim) and no decoder or reconstruction loss (ae.*); its IMM
+# loss trains every parameter it reaches at --imm-lr, so --encoder-lr is not read either.
+UNREAD_OPTIONS: dict[str, frozenset[str]] = {
+    "sac_ae": frozenset(
+        {"keypoint.keypoints", "keypoint.sigma", "keypoint.imm_lr", "keypoint.imm_update_every",
+         "keypoint.imm_target_offset", "keypoint.imm_mix_layers", "keypoint.keypoint_features",
+         "keypoint.freeze_keynet"}  # fmt: skip
+    ),
+    "sac_imm": frozenset(
+        {"ae.encoder_lr", "ae.decoder_lr", "ae.decoder_update_every", "ae.decoder_latent_lambda",
+         "ae.decoder_weight_decay", "ae.reconstruction_bits", "encoder.latent_dim"}  # fmt: skip
+    ),
+    "sac_ae_imm": frozenset(),
+}
 
 
 @dataclass
@@ -63,6 +92,8 @@ class Run:
     evals: list[dict[str, str]]
     train: list[dict[str, str]]
     machine: str
+    kprl_version: str = UNKNOWN
+    kprl_commit: str = UNKNOWN
 
     @property
     def steps(self) -> list[int]:
@@ -78,18 +109,26 @@ class Run:
 
 
 def variant_label(cfg: C.TrainConfig) -> str:
-    """The agent name plus every method option that differs from its default (``sac_imm[augmentation=crop]``).
-    Options of the agent's own kind only: keypoint options do not label sac_ae, the AE's do not label sac_imm."""
+    """The name of the condition a run belongs to: the agent plus every method option that differs from its default,
+    sorted by name (``sac_imm[augmentation=crop,imm_lr=0.0002]``). Execution and logging options (:data:`NOT_METHOD`)
+    and the options the agent never reads (:data:`UNREAD_OPTIONS`) are left out."""
     default = C.flatten(C.TrainConfig())
     current = C.flatten(cfg)
-    irrelevant = {"keypoint"} if cfg.agent == "sac_ae" else ({"ae"} if cfg.agent == "sac_imm" else set())
+    unread = UNREAD_OPTIONS.get(cfg.agent, frozenset())
     diffs = [
-        f"{key.split('.')[-1]}={current[key]}"
+        f"{_label_key(key, default)}={current[key]}"
         for key in sorted(current)
-        if key.split(".")[-1] not in NOT_METHOD and key != "agent" and key.split(".")[0] not in irrelevant
-        and current[key] != default[key]
-    ]  # fmt: skip
+        if key != "agent" and key not in NOT_METHOD and key not in unread and current[key] != default[key]
+    ]
     return cfg.agent + (f"[{','.join(diffs)}]" if diffs else "")
+
+
+def _label_key(key: str, options: Iterable[str]) -> str:
+    """How an option is named in a label: its field name (``imm_lr``) where no other option has that field name,
+    else its dotted name, so that two different options never read alike."""
+    field = key.rsplit(".", 1)[-1]
+    same_field = [name for name in options if name.rsplit(".", 1)[-1] == field]
+    return field if len(same_field) == 1 else key
 
 
 def find_runs(paths: Iterable[Path]) -> list[Path]:
@@ -113,22 +152,42 @@ def _is_training_run(run_dir: Path) -> bool:
 
 
 def load_run(run_dir: Path) -> Run:
+    """A run directory's config, logs and where and with which code it ran (``runtime.jsonl``, one line a start)."""
     cfg = C.load_json(C.TrainConfig, run_dir / "config.json")
-    machine = "unknown"
-    runtime = run_dir / "runtime.jsonl"
-    if runtime.is_file():
-        lines = [json.loads(line) for line in runtime.read_text().splitlines() if line.strip()]
-        machines = list(dict.fromkeys(str(r.get("machine", "unknown")) for r in lines))
-        machine = " + ".join(machines) if machines else machine
+    starts = _runtime_records(run_dir / "runtime.jsonl")
     return Run(run_dir, variant_label(cfg), cfg.agent, cfg.env.task, cfg.seed, read_csv(run_dir / "eval.csv"),
-               read_csv(run_dir / "train.csv"), machine)  # fmt: skip
+               read_csv(run_dir / "train.csv"), _distinct(r.get("machine") for r in starts),
+               _distinct(r.get("kprl_version") for r in starts), _distinct(_commit(r) for r in starts))  # fmt: skip
+
+
+def _runtime_records(path: Path) -> list[dict[str, Any]]:
+    """The lines of a ``runtime.jsonl``; none where the file is absent."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _commit(record: dict[str, Any]) -> str | None:
+    """The commit a start ran, with ``+dirty`` where tracked files had local changes; None where not recorded."""
+    commit = record.get("git_commit")
+    if not commit:
+        return None
+    return f"{commit}+dirty" if record.get("git_dirty") else str(commit)
+
+
+def _distinct(values: Iterable[Any]) -> str:
+    """The distinct values in first-seen order joined by `` + `` (a run restarted on other machines or code);
+    ``unknown`` stands for a value not recorded."""
+    names = list(dict.fromkeys(UNKNOWN if v is None or v == "" else str(v) for v in values))
+    return " + ".join(names) if names else UNKNOWN
 
 
 def tidy_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One row of :data:`TIDY_COLUMNS` per evaluation of every run."""
     return [
         {"agent": r.label, "task": r.task, "seed": r.seed, "env_step": int(row["env_step"]),
          "episode_return": float(row["episode_return"]), "wall_hours": float(row.get("wall_hours") or "nan"),
-         "machine": r.machine}  # fmt: skip
+         "machine": r.machine, "kprl_version": r.kprl_version, "kprl_commit": r.kprl_commit}  # fmt: skip
         for r in runs
         for row in r.evals
     ]

@@ -34,6 +34,7 @@ from kprl.envs.factory import PixelEnv, check_task, make_pixel_env, task_action_
 from kprl.errors import CheckpointError, ConfigError, KprlError, TrainingError
 from kprl.hardware import describe_machine, keep_freed_memory, peak_rss_mib, resolve_device
 from kprl.logger import RunLogger, Throughput
+from kprl.provenance import code_version
 from kprl.replay import FrameReplay
 from kprl.video import write_video
 
@@ -357,7 +358,8 @@ class Workspace:
         s.next_eval = (s.env_step // self.cfg.eval_every + 1) * self.cfg.eval_every
 
     def _record_runtime(self) -> None:
-        """Append where and how this (re)start runs to ``runtime.jsonl`` (results tables name the machine)."""
+        """Append where, how and with which code this (re)start runs to ``runtime.jsonl``: results tables name the
+        machine, the kprl version and the git commit (:func:`kprl.provenance.code_version`)."""
         record = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "env_step": self.state.env_step,
@@ -367,6 +369,7 @@ class Workspace:
             "precision": self.agent.precision,
             "update_path": self.cfg.update_path,
             "torch": torch.__version__,
+            **code_version(),
         }
         with open(self.run_dir / "runtime.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -1,0 +1,46 @@
+"""Which code a run ran: the kprl version and, from a git checkout, the commit and whether it had local changes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kprl
+
+GIT_TIMEOUT_S = 5.0
+_HEX_ID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")  # SHA-1, or SHA-256 object names
+# Variables that would point git at another repository than the one around the package (set inside git hooks).
+_GIT_REDIRECTS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR")
+
+
+def _git(source: Path, *args: str) -> str | None:
+    """Stdout of ``git args`` run in ``source``; None where git is missing, fails or takes too long."""
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_REDIRECTS}
+    env["GIT_OPTIONAL_LOCKS"] = "0"  # `git status` must not take the index lock from a concurrent git command
+    try:
+        done = subprocess.run(["git", *args], cwd=source, env=env, capture_output=True, text=True,
+                              timeout=GIT_TIMEOUT_S, check=False)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def code_version(source: Path | None = None) -> dict[str, Any]:
+    """``{"kprl_version", "git_commit", "git_dirty"}`` of the code in ``source`` (default: the kprl package that
+    runs). ``git_commit`` is the checkout's HEAD (40 hex digits; 64 in a SHA-256 repository) and ``git_dirty`` whether tracked files differ from
+    it (untracked files do not count); both are None where git is missing or the package is not a tracked part of a
+    git checkout (an installed wheel, even one inside some repository's virtual environment). Never raises."""
+    source = Path(kprl.__file__).parent if source is None else Path(source)
+    record: dict[str, Any] = {"kprl_version": kprl.__version__, "git_commit": None, "git_dirty": None}
+    if not source.is_dir() or _git(source, "ls-files", "--error-unmatch", "--", "__init__.py") is None:
+        return record
+    commit = (_git(source, "rev-parse", "--verify", "HEAD") or "").strip()
+    if not _HEX_ID.fullmatch(commit):
+        return record
+    status = _git(source, "status", "--porcelain", "--untracked-files=no")
+    record["git_commit"] = commit
+    record["git_dirty"] = None if status is None else bool(status.strip())
+    return record
