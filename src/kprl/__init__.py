@@ -11,7 +11,7 @@ from typing import Any as _Any
 # dm_control picks its GL backend at import time; EGL renders headless on CPU (Mesa) and GPU machines.
 _os.environ.setdefault("MUJOCO_GL", "egl")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _API = ("make_config", "train_agent", "evaluate_agent", "load_policy", "load_keypoint_detector", "Policy", "KeypointDetector",
         "TrainConfig")  # fmt: skip

@@ -260,8 +260,9 @@ class TrainConfig:
     the poster), shift (pad 4, random crop back; DrQ)."""
     precision: Precision = "auto"
     """Arithmetic of network forward passes: auto (bf16 where the CPU or GPU computes it natively, e.g. AVX512-BF16,
-    AMX or an Ampere+ GPU; fp32 elsewhere), fp32 (the reference), or bf16 autocast (TD and actor losses stay fp32;
-    pixel losses are computed in bf16, see docs/performance.md)."""
+    AMX or an Ampere+ GPU; fp32 elsewhere), fp32 (the reference), or bf16 autocast for the convolutional networks
+    and the latent head's linear layer (the Q and policy MLPs, log-probabilities, TD target and temperature stay
+    fp32; pixel losses are computed in bf16, see docs/performance.md)."""
     update_path: UpdatePath = "fast"
     """fast: one encoder pass on the observation shared by the critic, the auxiliary losses and (detached) the actor,
     channels-last convolutions, fused Adam (docs/performance.md); reference: pytorch_sac_ae's update structure, the
