@@ -50,9 +50,9 @@ def learning_config(run_dir: Path, seed: int) -> TrainConfig:
     return cfg
 
 
-def random_policy_return(cfg: TrainConfig, seed: int) -> float:
-    """Mean return of uniform random actions on the episodes the final evaluation plays (same env seed)."""
-    env = make_env(cfg, cfg.seed + EVAL_SEED_OFFSET + cfg.env_steps)
+def random_policy_return(cfg: TrainConfig, env_step: int, seed: int) -> float:
+    """Mean return of uniform random actions on the episodes the evaluation at ``env_step`` played (its env seed)."""
+    env = make_env(cfg, cfg.seed + EVAL_SEED_OFFSET + env_step)
     rng = np.random.default_rng(seed)
     returns = []
     try:
@@ -73,8 +73,9 @@ def train_and_score(run_dir: Path, seed: int) -> tuple[float, float]:
     train(cfg, quiet=True)
     with open(run_dir / "eval.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert int(rows[-1]["env_step"]) >= ENV_STEPS
-    return float(rows[-1]["episode_return"]), random_policy_return(cfg, seed)
+    final_step = int(rows[-1]["env_step"])
+    assert final_step >= ENV_STEPS
+    return float(rows[-1]["episode_return"]), random_policy_return(cfg, final_step, seed)
 
 
 def test_sac_ae_learns_inverted_pendulum_from_pixels(tmp_path: Path) -> None:
