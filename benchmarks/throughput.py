@@ -83,13 +83,15 @@ def flops_per_update(agent: SACAgent, replay: FrameReplay, device: str) -> float
 def time_updates(agents: dict[str, SACAgent], replay: FrameReplay, updates: int, warmup: int, device: str) -> dict:
     """Seconds per update of each agent, measured in alternating rounds so machine noise hits all alike."""
     rng = np.random.default_rng(0)
-    batches = [replay.sample(BATCH, rng, target_offset=1, device=device) for _ in range(4)]
+    # Each agent gets batches with the IMM target its objectives ask for (none, the next observation, or one
+    # `--imm-target-offset` steps later, which the fast path must encode on its own).
+    offsets = {agent.target_offset for agent in agents.values()}
+    batches = {k: [replay.sample(BATCH, rng, target_offset=k, device=device) for _ in range(4)] for k in offsets}
     seconds = {name: [] for name in agents}
     for step in range(warmup + updates):
         for name, agent in agents.items():
-            batch = batches[step % len(batches)]
-            if agent.target_offset is None:
-                batch = batch._replace(target_obs=None)
+            own = batches[agent.target_offset]
+            batch = own[step % len(own)]
             sync(device)
             t0 = time.perf_counter()
             agent.update(batch, step)

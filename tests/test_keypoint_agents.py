@@ -60,7 +60,7 @@ def make(agent: str, **overrides: object) -> SACAgent:
 def test_features_are_latent_and_or_keypoints(name: str, feature_dim: int, heads: int) -> None:
     agent = make(name)
     assert agent.critic.encoder.feature_dim == feature_dim and len(agent.critic.encoder.heads) == heads
-    assert agent.target_offset == 1
+    assert agent.target_offset == 3  # the first target stack that shares no frame with the source
     imm = [o for o in agent.objectives if isinstance(o, IMMObjective)]
     assert len(imm) == 1 and imm[0].gennet.trunk.convs[0].in_channels == 9
     keypoint_head = agent.critic.encoder.heads[-1]
@@ -115,7 +115,7 @@ def test_full_update_trains_every_part_and_logs_imm_loss(name: str) -> None:
 
 def test_update_without_target_observation_is_refused() -> None:
     agent = make("sac_imm")
-    with pytest.raises(ValueError, match="target_offset=1"):
+    with pytest.raises(ValueError, match=f"target_offset={agent.target_offset}"):
         agent.update(batch_with_target()._replace(target_obs=None), step=0)
 
 

@@ -213,8 +213,11 @@ class KeypointAgentConfig:
     and the GenNet (the poster: 1e-3; its follow-up found 2e-4 better)."""
     imm_update_every: int = 1
     """IMM update every this many agent updates."""
-    imm_target_offset: int = 1
-    """The IMM target is the observation this many agent steps later in the same episode (1 = next_obs)."""
+    imm_target_offset: int = 3
+    """The IMM target is the observation this many agent steps later in the same episode (1 = next_obs). With
+    3-frame stacks, 3 is the smallest offset whose target shares no frame with the source, so the generator cannot
+    copy the target from the source and must read the keypoints (measured in docs/agents/sac_imm.md: keypoints
+    that locate the cart to 3-6 px instead of 11-16 px, and that do not collapse onto one spot)."""
     imm_mix_layers: int = 2
     """Dilated 3x3 convs mixing source features and Gaussian maps in the GenNet (see kprl imm train)."""
     per_frame: bool = False
