@@ -108,6 +108,7 @@ def test_full_update_trains_every_part_and_logs_imm_loss(name: str) -> None:
     before = {n: snapshot(m) for n, m in agent.modules().items()}
     metrics = agent.update(batch_with_target(), step=0)
     assert np.isfinite(metrics["train/imm_loss"]) and np.isfinite(metrics["train/critic_loss"])
+    assert metrics["train/keypoint_separation"] > 0 and metrics["train/keypoint_batch_std"] >= 0
     assert ("train/reconstruction_loss" in metrics) == (name == "sac_ae_imm")
     for module_name in before:
         assert changed(before[module_name], agent.modules()[module_name]), module_name
@@ -250,3 +251,20 @@ def test_keypoint_features_add_what_is_under_each_keypoint(per_frame: bool) -> N
     expected = (maps[0, :8] * g).sum((-1, -2)) / g.sum()
     torch.testing.assert_close(out[0, 2 * 4 * frames : 2 * 4 * frames + 8], expected)
     assert np.isfinite(agent.update(batch_with_target(), step=0)["train/critic_loss"])
+
+
+def test_keypoint_spread_tells_collapsed_from_moving_keypoints() -> None:
+    from kprl.agents.representations import keypoint_spread
+
+    collapsed = torch.zeros(16, 3, 2) + torch.tensor([0.2, -0.5])
+    out = keypoint_spread(collapsed)
+    assert float(out["keypoint_separation"]) == 0.0 and float(out["keypoint_batch_std"]) == 0.0
+    # Keypoint 0 fixed at the origin, keypoint 1 at x = +-1 across the batch: apart by 1 in every observation, and
+    # the batch std of keypoint 1 is 1, of keypoint 0 is 0 (mean over keypoints 0.5).
+    sign = torch.tensor([1.0, -1.0]).repeat(8)
+    moving = torch.zeros(16, 2, 2)
+    moving[:, 1, 0] = sign
+    out = keypoint_spread(moving)
+    assert float(out["keypoint_separation"]) == pytest.approx(1.0)
+    assert float(out["keypoint_batch_std"]) == pytest.approx(0.5)
+    assert "keypoint_separation" not in keypoint_spread(moving[:, :1])

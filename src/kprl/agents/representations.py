@@ -144,7 +144,23 @@ class IMMObjective(AuxiliaryObjective):
         keypoints = self._head[0].keypoints(inputs.target_maps)
         generated = self.gennet(inputs.obs, keypoints.gauss_maps)
         imm_loss = pixel_mse(generated, centred_frames(inputs.target_obs, generated.dtype))
-        return imm_loss, {"imm_loss": imm_loss.detach()}
+        return imm_loss, {"imm_loss": imm_loss.detach(), **keypoint_spread(keypoints.coords.detach())}
+
+
+def keypoint_spread(coords: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Collapse diagnostics of a batch of keypoints [B, K, 2] in [-1, 1] map coordinates (2 = the map's width).
+
+    ``keypoint_separation``: mean distance between two keypoints of one observation (only with K > 1); near 0 when
+    the keypoints sit on one spot. ``keypoint_batch_std``: how far a keypoint moves across the batch's observations,
+    sqrt(var x + var y) over the batch averaged over keypoints; near 0 when a keypoint stays put whatever the scene
+    shows, i.e. carries no state."""
+    coords = coords.float()
+    out = {"keypoint_batch_std": coords.var(dim=0, unbiased=False).sum(-1).sqrt().mean()}
+    k = coords.shape[1]
+    if k > 1:
+        distances = torch.cdist(coords, coords)  # [B, K, K]
+        out["keypoint_separation"] = distances.sum(dim=(1, 2)).mean() / (k * (k - 1))
+    return out
 
 
 @dataclass
