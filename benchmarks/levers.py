@@ -52,7 +52,6 @@ def alternate(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 
 def structure_and_precision(agent_name: str, repeats: int) -> dict:
     replay = filled_replay()
     rng = np.random.default_rng(0)
-    batches = [replay.sample(BATCH, rng, target_offset=1) for _ in range(2)]
     agents = {}
     for path in ("reference", "fast"):
         for precision in ("fp32", "bf16"):
@@ -60,11 +59,13 @@ def structure_and_precision(agent_name: str, repeats: int) -> dict:
             torch.manual_seed(0)
             agents[f"{path}/{precision}"] = make_agent(cfg, OBS_SHAPE, ACTION_DIM, "cpu")
     steps = dict.fromkeys(agents, 0)
+    # The batches carry the IMM target these agents ask for (all four variants share one target offset).
+    batches = [replay.sample(BATCH, rng, target_offset=next(iter(agents.values())).target_offset) for _ in range(2)]
 
     def step(name: str) -> Callable[[], object]:
         def run() -> object:
             agent, s = agents[name], steps[name]
-            batch = batches[s % 2] if agent.target_offset else batches[s % 2]._replace(target_obs=None)
+            batch = batches[s % 2]
             steps[name] += 1
             return agent.update(batch, s)
 
@@ -145,8 +146,8 @@ from kprl.hardware import keep_freed_memory
 if {keep}: keep_freed_memory()
 from throughput import build, filled_replay, BATCH
 agent = build({agent!r}, 'fast', 'cpu'); replay = filled_replay(); rng = np.random.default_rng(0)
-batches = [replay.sample(BATCH, rng, target_offset=1) for _ in range(2)]
-run = lambda s: agent.update(batches[s % 2] if agent.target_offset else batches[s % 2]._replace(target_obs=None), s)
+batches = [replay.sample(BATCH, rng, target_offset=agent.target_offset) for _ in range(2)]
+run = lambda s: agent.update(batches[s % 2], s)
 for s in range(3): run(s)
 r0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.perf_counter()
 for s in range(3, 3 + {n}): run(s)

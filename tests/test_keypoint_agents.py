@@ -268,3 +268,21 @@ def test_keypoint_spread_tells_collapsed_from_moving_keypoints() -> None:
     assert float(out["keypoint_separation"]) == pytest.approx(1.0)
     assert float(out["keypoint_batch_std"]) == pytest.approx(0.5)
     assert "keypoint_separation" not in keypoint_spread(moving[:, :1])
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_objectives_on_their_own_schedules_step_only_when_due(path: str) -> None:
+    """sac_ae_imm with reconstruction every 2 and IMM every 3 updates: each update runs exactly the due losses."""
+    torch.manual_seed(0)
+    cfg = small_config("sac_ae_imm", update_path=path)
+    cfg.ae.decoder_update_every, cfg.keypoint.imm_update_every = 2, 3
+    agent = make_agent(cfg, OBS_SHAPE, ACTION_DIM, "cpu")
+    decoder, gennet = agent.objectives[0], agent.objectives[1]
+    for step in range(7):
+        before = snapshot(decoder), snapshot(gennet)
+        metrics = agent.update(batch_with_target(seed=step), step)
+        assert ("train/reconstruction_loss" in metrics) == (step % 2 == 0)
+        assert ("train/imm_loss" in metrics) == (step % 3 == 0)
+        assert bool(changed(before[0], decoder)) == (step % 2 == 0)
+        assert bool(changed(before[1], gennet)) == (step % 3 == 0)
+        assert all(np.isfinite(v) for v in metrics.values())

@@ -69,8 +69,8 @@ def check_batch(
             assert batch.target_obs is not None
             tgt_ep, tgt_t = decode(batch.target_obs[b : b + 1], frame_stack)
             assert (tgt_ep == ep).all(), "target crosses an episode boundary"
-            assert t + k <= lengths[ep]
-            assert tgt_t[0].tolist() == expected_stack(t + k, frame_stack)
+            # k steps later, or the episode's last (stored) frame for its last k - 1 transitions
+            assert tgt_t[0].tolist() == expected_stack(min(t + k, lengths[ep]), frame_stack)
     return seen
 
 
@@ -114,11 +114,14 @@ def test_first_stack_repeats_first_frame() -> None:
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 6])
-def test_target_offset_stays_in_episode(k: int) -> None:
+def test_target_offset_stays_in_episode_and_every_transition_stays_sampleable(k: int) -> None:
+    # Odd episodes end in a termination: with any offset their terminal transition must still be drawn (it is the
+    # only place the TD loss learns what ending costs), its target clamped to the episode's last frame.
     buf, lengths, terminal = build([5, 2, 6, 3])
     batch = buf.sample(3000, np.random.default_rng(2), target_offset=k)
     seen = check_batch(batch, 3, lengths, terminal, k=k)
-    assert seen == {(ep, t) for ep, n in lengths.items() for t in range(n - k + 1)}
+    assert seen == {(ep, t) for ep, n in lengths.items() for t in range(n)}
+    assert (batch.discount == 0).any()
 
 
 def test_offset_one_target_is_the_next_observation_tensor() -> None:
@@ -128,13 +131,11 @@ def test_offset_one_target_is_the_next_observation_tensor() -> None:
 
 
 def test_sparse_valid_set_falls_back_to_enumeration() -> None:
-    # With k = 49 only t in {0, 1} of a 50-step episode qualify (~4% of frames): rejection rounds run out and the
-    # exact enumeration must supply the rest, still only valid transitions.
-    buf, lengths, terminal = build([50, 3])
-    seen = check_batch(
-        buf.sample(256, np.random.default_rng(3), target_offset=49), 3, lengths, terminal, k=49
-    )
-    assert seen == {(0, 0), (0, 1)}
+    # 60 one-frame episodes and one of two transitions: 2 of 63 stored frames start a transition (~3 %), so the
+    # rejection rounds run out and the exact enumeration must supply the rest, still only valid transitions.
+    buf, lengths, terminal = build([0] * 60 + [2])
+    seen = check_batch(buf.sample(256, np.random.default_rng(3), target_offset=5), 3, lengths, terminal, k=5)
+    assert seen == {(60, 0), (60, 1)}
 
 
 def test_sampling_is_uniform_over_transitions() -> None:
@@ -170,12 +171,14 @@ def test_len_counts_sampleable_transitions() -> None:
 def brute_force_valid(
     history: list[tuple[int, int]], capacity: int, lengths: dict[int, int], stack: int, k: int
 ) -> set[tuple[int, int]]:
-    """The (episode, t) transitions whose every needed frame is among the last ``capacity`` frames added."""
+    """The (episode, t) transitions whose every needed frame (obs stack, next frame, and the target frame k steps
+    later or the episode's last frame so far) is among the last ``capacity`` frames added."""
     stored = set(history[-capacity:])
     valid = set()
     for ep, t in stored:
-        needed = [(ep, max(0, t - j)) for j in range(stack)] + [(ep, t + k)]
-        if t + k <= lengths.get(ep, -1) and all(f in stored for f in needed):
+        last = lengths.get(ep, -1)
+        needed = [(ep, max(0, t - j)) for j in range(stack)] + [(ep, t + 1), (ep, min(t + k, last))]
+        if t + 1 <= last and all(f in stored for f in needed):
             valid.add((ep, t))
     return valid
 
@@ -246,8 +249,8 @@ def test_bad_inputs_raise() -> None:
         buf.sample(0, np.random.default_rng(0))
     with pytest.raises(ValueError, match="target_offset"):
         buf.sample(1, np.random.default_rng(0), target_offset=0)
-    with pytest.raises(ValueError, match="no valid transitions"):
-        buf.sample(1, np.random.default_rng(0), target_offset=2)
+    one = buf.sample(1, np.random.default_rng(0), target_offset=2)  # an offset beyond the episode: its last frame
+    assert one.target_obs is not None and torch.equal(one.target_obs, one.next_obs)
     with pytest.raises(ValueError, match="empty"):
         FrameReplay(10, SMALL, ACTION_DIM).sample(1, np.random.default_rng(0))
     with pytest.raises(ValueError, match="capacity"):

@@ -29,6 +29,7 @@ from kprl.report import (
     final_scores,
     find_runs,
     load_run,
+    split_by_version,
     variant_label,
     write_report,
 )
@@ -392,3 +393,19 @@ def test_options_declared_unread_leave_the_update_bitwise_unchanged(agent: str, 
     control = tiny_config(agent, update_path)
     control.sac.critic_lr *= 2
     assert differing(reference, trained_state(control)[0])
+
+
+def test_runs_of_different_kprl_versions_are_not_pooled(tmp_path: Path) -> None:
+    def start(version: str | None) -> list[dict[str, object]]:
+        return [{"machine": "CPU A", **({"kprl_version": version} if version else {})}]
+
+    same = [load_run(fake_run(tmp_path / "same", "sac_ae", s, [0.0, 1.0, 2.0], runtime=start("0.2.0"))) for s in (1, 2)]
+    assert split_by_version(same) == same  # one version: labels unchanged
+    mixed = split_by_version([
+        load_run(fake_run(tmp_path, "sac_ae", 1, [0.0, 1.0, 2.0], runtime=start("0.2.0"))),
+        load_run(fake_run(tmp_path, "sac_ae", 2, [0.0, 1.0, 2.0], runtime=start("0.1.0"))),
+        load_run(fake_run(tmp_path, "sac_ae", 3, [0.0, 1.0, 2.0], runtime=start(None))),
+    ])  # fmt: skip
+    assert [r.label for r in mixed] == ["sac_ae (kprl 0.2.0)", "sac_ae (kprl 0.1.0)", "sac_ae (kprl unknown)"]
+    _, scores = final_scores(mixed)
+    assert [row["runs"] for row in scores] == [1, 1, 1]

@@ -184,8 +184,8 @@ class FrameReplay:
 
     # ------------------------------------------------------------------ sampling
 
-    def _sample_indices(self, batch_size: int, rng: np.random.Generator, offset: int) -> np.ndarray:
-        """Draw ``batch_size`` global indices i.i.d. uniformly over the valid transitions."""
+    def _sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """Draw ``batch_size`` global indices i.i.d. uniformly over the sampleable transitions."""
         lo, hi = self._stored_range()
         if hi <= lo:
             raise ValueError("cannot sample from an empty replay buffer")
@@ -195,21 +195,35 @@ class FrameReplay:
         needed = batch_size
         for _ in range(_REJECTION_ROUNDS):
             candidates = rng.integers(lo, hi, size=2 * needed + 16)
-            kept = candidates[self._valid(candidates, offset)][:needed]
+            kept = candidates[self._valid(candidates, 1)][:needed]
             parts.append(kept)
             needed -= kept.size
             if needed == 0:
                 break
         if needed > 0:
-            # Valid transitions are rare (e.g. a large offset with short episodes): enumerate them exactly.
-            valid = np.flatnonzero(self._valid(np.arange(lo, hi), offset)) + lo
+            # Transitions are rare among the stored frames (e.g. many one-frame episodes): enumerate them exactly.
+            valid = np.flatnonzero(self._valid(np.arange(lo, hi), 1)) + lo
             if valid.size == 0:
                 raise ValueError(
-                    f"no valid transitions to sample with target_offset={offset} "
-                    f"({hi - lo} frames stored, frame_stack={self.frame_stack}): add more data first"
+                    f"no valid transitions to sample ({hi - lo} frames stored, frame_stack={self.frame_stack}): "
+                    "add more data first"
                 )
             parts.append(valid[rng.integers(0, valid.size, size=needed)])
         return np.concatenate(parts)
+
+    def _targets(self, g: np.ndarray, offset: int) -> np.ndarray:
+        """Global index of the frame ``offset`` steps after each obs frame ``g``, clamped to the last stored frame
+        of its episode (``g + 1`` always is one: ``g`` is the obs of a sampleable transition)."""
+        _, hi = self._stored_range()
+        start = self._ep_start[g % self.capacity]
+        target = g + 1
+        for step in range(2, offset + 1):
+            # Episodes are contiguous, so the frames of g's episode after g form one run: the first frame outside it
+            # ends the search for that sample.
+            later = g + step
+            inside = (later < hi) & (self._ep_start[later % self.capacity] == start) & (target == later - 1)
+            target = np.where(inside, later, target)
+        return target
 
     def _stacks(self, last: np.ndarray, ep_start: np.ndarray) -> np.ndarray:
         """Gather ``[B, C*S, H, W]`` frame stacks ending at global indices ``last``, repeating the episode's first
@@ -232,19 +246,20 @@ class FrameReplay:
         Args:
             batch_size: number of transitions.
             rng: source of randomness (the same state and buffer contents give the same batch).
-            target_offset: if given (``k >= 1``), sample only transitions whose obs has a frame ``k`` steps later in
-                the same episode that is still stored, and return that later stack as ``target_obs``.
+            target_offset: if given (``k >= 1``), also return as ``target_obs`` the stack ending ``k`` frames after
+                the obs, or at the episode's last stored frame where the episode ends sooner (its last ``k - 1``
+                transitions). Every transition stays sampleable, so terminal transitions still reach the TD loss
+                of an agent that asks for a later IMM target.
             device: where the tensors go. Observations stay uint8 so host→GPU transfers stay small.
 
         Raises:
-            ValueError: if ``batch_size < 1``, ``target_offset < 1`` or no transition is valid.
+            ValueError: if ``batch_size < 1``, ``target_offset < 1`` or no transition is stored.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if target_offset is not None and target_offset < 1:
             raise ValueError(f"target_offset must be at least 1, got {target_offset}")
-        offset = 1 if target_offset is None else int(target_offset)
-        g = self._sample_indices(batch_size, rng, offset)
+        g = self._sample_indices(batch_size, rng)
         slots = g % self.capacity
         ep_start = self._ep_start[slots]
 
@@ -260,7 +275,8 @@ class FrameReplay:
         target_obs = None
         if target_offset is not None:
             # Offset 1 is the next observation itself: the same tensor (agents reuse its encoding).
-            target_obs = next_obs if offset == 1 else to_tensor(self._stacks(g + offset, ep_start))
+            later = self._targets(g, target_offset)
+            target_obs = next_obs if target_offset == 1 else to_tensor(self._stacks(later, ep_start))
         return Batch(
             obs=to_tensor(self._stacks(g, ep_start)),
             action=to_tensor(self._actions[slots]),

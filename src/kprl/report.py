@@ -17,8 +17,8 @@ Given run directories (or folders holding them), writes to ``--out``:
 
 Runs are grouped into one condition (one curve, one row of final scores) by their variant label
 (:func:`variant_label`): the agent and every method option that differs from its default, except the options that
-agent never reads (:data:`UNREAD_OPTIONS`). Runs that differ in anything that can change what is learnt are never
-pooled.
+agent never reads (:data:`UNREAD_OPTIONS`), and, when the runs span several kprl versions, that version
+(:func:`split_by_version`). Runs that differ in anything that can change what is learnt are never pooled.
 
 Everything is recomputed from the runs' CSV logs, so rerunning the command regenerates the report.
 """
@@ -26,6 +26,7 @@ Everything is recomputed from the runs' CSV logs, so rerunning the command regen
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from collections.abc import Iterable, Sequence
@@ -158,6 +159,15 @@ def load_run(run_dir: Path) -> Run:
     return Run(run_dir, variant_label(cfg), cfg.agent, cfg.env.task, cfg.seed, read_csv(run_dir / "eval.csv"),
                read_csv(run_dir / "train.csv"), _distinct(r.get("machine") for r in starts),
                _distinct(r.get("kprl_version") for r in starts), _distinct(_commit(r) for r in starts))  # fmt: skip
+
+
+def split_by_version(runs: Sequence[Run]) -> list[Run]:
+    """Runs whose labels also name their kprl version when the runs span several versions (``unknown`` for runs
+    that did not record one): a release may change what an option computes, so runs of different versions are
+    never pooled into one condition. One version: the runs unchanged."""
+    if len({r.kprl_version for r in runs}) <= 1:
+        return list(runs)
+    return [dataclasses.replace(r, label=f"{r.label} (kprl {r.kprl_version})") for r in runs]
 
 
 def _runtime_records(path: Path) -> list[dict[str, Any]]:
@@ -326,7 +336,7 @@ def write_report(
     run_dirs = find_runs(paths)
     if not run_dirs:
         raise KprlError(f"no training runs (config.json + eval.csv) under {', '.join(str(p) for p in paths)}")
-    runs = [load_run(d) for d in run_dirs]
+    runs = split_by_version([load_run(d) for d in run_dirs])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -19,8 +19,8 @@ Every loss has an Adam optimiser of its own over exactly what it trains, at its 
 (``critic_lr``: Q networks, and the conv trunk and critic heads unless ``rl_trains_encoder`` is off), the actor loss
 (``actor_lr``: the actor's MLP and own heads), the temperature loss (``alpha_lr``), and each auxiliary loss (the
 trunk and its head at the objective's ``encoder_lr``, its own networks at its ``lr``). Under bf16 autocast only the
-convolutions and the latent head's linear layer run in bf16: the heads' outputs, the Q and policy MLPs, the
-log-probabilities, the TD target and the temperature are fp32.
+convolutional networks and the linear layers next to conv maps (the latent head's, the decoder's input) run in
+bf16: the heads' outputs, the Q and policy MLPs, the log-probabilities, the TD target and the temperature are fp32.
 """
 
 from __future__ import annotations
@@ -430,9 +430,11 @@ class SACAgent:
             losses, parts = self._auxiliary_losses(obs, encoded, target_obs, due, next_maps)
             metrics.update(parts)
         # Every gradient at the parameters this update started from, before any optimiser changes them in place.
-        # The reconstruction reads the critic's encoding of obs, so the critic's graph is kept for it.
+        # The reconstruction reads the critic's encoding of obs, so the critic's graph is kept for it (IMM reads only
+        # the target's maps and its own GenNet trunk).
         critic_params = _params(self.critic_opt)
-        critic_grads = torch.autograd.grad(critic_loss, critic_params, retain_graph=bool(losses), allow_unused=True)
+        shares_graph = any(self.objectives[i].needs_encoding for i in losses)
+        critic_grads = torch.autograd.grad(critic_loss, critic_params, retain_graph=shares_graph, allow_unused=True)
         aux_steps = self._objective_gradients(losses)
         _step(self.critic_opt, critic_params, critic_grads)
         if actor_due:
