@@ -10,7 +10,11 @@
 * an estimate of a 100k-env-step run from those rates (updates + env + evaluations), and its memory: the replay at
   capacity, parameters and optimiser state, and this process's peak RSS (activations of a batch-128 update).
 
-Usage: ``python benchmarks/throughput.py [--updates 10] [--warmup 3] [--device cpu] [--agents sac_ae,...]``.
+With ``--augmentation crop`` (or ``shift``) every agent is built with that augmentation: frames are stored and
+rendered at 100 px (84 + the crop margin) and each update crops them, as in the experiment's keypoint rows.
+
+Usage: ``python benchmarks/throughput.py [--updates 10] [--warmup 3] [--device cpu] [--agents sac_ae,...]
+[--augmentation none|crop|shift]``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from kprl.agents.factory import make_agent  # noqa: E402
 from kprl.agents.sac import SACAgent  # noqa: E402
-from kprl.config import SEED_AGENT_STEPS, TrainConfig  # noqa: E402
+from kprl.config import SEED_AGENT_STEPS, TrainConfig, render_size  # noqa: E402
 from kprl.envs.dmc import DMCEnv  # noqa: E402
 from kprl.hardware import keep_freed_memory  # noqa: E402
 from kprl.replay import FrameReplay  # noqa: E402
@@ -45,24 +49,30 @@ EVALS = RUN_ENV_STEPS // 10_000 + 1  # every 10k env steps and at the start
 EVAL_EPISODES = 10
 
 
-def filled_replay(transitions: int = 2000, episode_len: int = 125) -> FrameReplay:
-    """A replay holding random frames in episodes of cartpole length."""
+def filled_replay(transitions: int = 2000, episode_len: int = 125, side: int = 84) -> FrameReplay:
+    """A replay holding random ``side`` px frames in episodes of cartpole length."""
     rng = np.random.default_rng(0)
     episodes = transitions // episode_len
-    replay = FrameReplay(transitions + episodes + 1, (3, 84, 84), ACTION_DIM, frame_stack=3)
+    replay = FrameReplay(transitions + episodes + 1, (3, side, side), ACTION_DIM, frame_stack=3)
     for _ in range(episodes):
-        replay.add_first(rng.integers(0, 256, (3, 84, 84), dtype=np.uint8))
+        replay.add_first(rng.integers(0, 256, (3, side, side), dtype=np.uint8))
         for _ in range(episode_len):
             replay.add(rng.uniform(-1, 1, ACTION_DIM).astype(np.float32), 0.5, 1.0,
-                       rng.integers(0, 256, (3, 84, 84), dtype=np.uint8))  # fmt: skip
+                       rng.integers(0, 256, (3, side, side), dtype=np.uint8))  # fmt: skip
     return replay
 
 
-def build(agent_name: str, path: str, device: str) -> SACAgent:
+def config(agent_name: str, path: str, augmentation: str = "none") -> TrainConfig:
     update_path, precision = PATHS[path]
-    cfg = TrainConfig(agent=agent_name, precision=precision, batch_size=BATCH, update_path=update_path)  # type: ignore[arg-type]
+    return TrainConfig(agent=agent_name, precision=precision, batch_size=BATCH, update_path=update_path,  # type: ignore[arg-type]
+                       augmentation=augmentation)  # type: ignore[arg-type]  # fmt: skip
+
+
+def build(agent_name: str, path: str, device: str, augmentation: str = "none") -> SACAgent:
+    cfg = config(agent_name, path, augmentation)
+    side = render_size(cfg)
     torch.manual_seed(0)
-    return make_agent(cfg, OBS_SHAPE, ACTION_DIM, device)
+    return make_agent(cfg, (OBS_SHAPE[0], side, side), ACTION_DIM, device)
 
 
 def sync(device: str) -> None:
@@ -101,9 +111,9 @@ def time_updates(agents: dict[str, SACAgent], replay: FrameReplay, updates: int,
     return {name: float(np.median(s)) for name, s in seconds.items()}
 
 
-def time_env(agent: SACAgent, steps: int = 250) -> dict:
+def time_env(agent: SACAgent, side: int = 84, steps: int = 250) -> dict:
     """Env steps/s while the agent acts (rendering + one forward pass per action), and one evaluation's seconds."""
-    env = DMCEnv("cartpole_swingup", image_size=84, seed=0)
+    env = DMCEnv("cartpole_swingup", image_size=side, seed=0)
     step = env.reset()
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -144,10 +154,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--agents", default="sac_ae,sac_ae_imm,sac_imm")
+    parser.add_argument("--augmentation", default="none", choices=["none", "crop", "shift"])
     args = parser.parse_args()
     allocator_tuned = keep_freed_memory()  # as `kprl train` does
 
-    replay = filled_replay()
+    side = render_size(config("sac_ae", "fast", args.augmentation))
+    replay = filled_replay(side=side)
     transitions = len(replay)
     result: dict = {
         "machine": {
@@ -161,13 +173,14 @@ def main() -> None:
             "glibc_keeps_freed_memory": allocator_tuned,
         },
         "batch_size": BATCH,
-        "obs_shape": list(OBS_SHAPE),
+        "augmentation": args.augmentation,
+        "obs_shape": [OBS_SHAPE[0], side, side],
         "paths": {name: {"update_path": p, "precision": q} for name, (p, q) in PATHS.items()},
         "updates": {},
     }
     fast_rates = {}
     for agent_name in args.agents.split(","):
-        agents = {path: build(agent_name, path, args.device) for path in PATHS}
+        agents = {path: build(agent_name, path, args.device, args.augmentation) for path in PATHS}
         flops = {path: flops_per_update(agent, replay, args.device) for path, agent in agents.items()}
         seconds = time_updates(agents, replay, args.updates, args.warmup, args.device)
         entry: dict = {}
@@ -184,7 +197,7 @@ def main() -> None:
         result["updates"][agent_name] = entry
         fast_rates[agent_name] = 1 / seconds["fast"]
         if agent_name == "sac_ae":
-            result["env"] = time_env(agents["fast"])
+            result["env"] = time_env(agents["fast"], side)
     if "sac_ae" in fast_rates:
         base = fast_rates["sac_ae"]
         result["keypoint_agents_slowdown_vs_sac_ae"] = {a: round(base / r, 2) for a, r in fast_rates.items()}
@@ -212,8 +225,10 @@ def main() -> None:
     result["memory"] = {
         "replay_bytes_per_transition": round(per_transition, 1),
         "replay_gib_at_100k_transitions": round(per_transition * 100_000 / 2**30, 2),
-        "pytorch_sac_ae_replay_gib_at_100k": round((2 * int(np.prod(OBS_SHAPE)) + 12) * 100_000 / 2**30, 2),
-        "agent_state_mib": {a: round(state_bytes(build(a, "fast", args.device)) / 2**20, 1) for a in fast_rates},
+        "pytorch_sac_ae_replay_gib_at_100k": round((2 * OBS_SHAPE[0] * side * side + 12) * 100_000 / 2**30, 2),
+        "agent_state_mib": {
+            a: round(state_bytes(build(a, "fast", args.device, args.augmentation)) / 2**20, 1) for a in fast_rates
+        },
         "peak_rss_mib_of_this_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     print(json.dumps(result, indent=2))
