@@ -29,6 +29,7 @@ from kprl.report import (
     final_scores,
     find_runs,
     load_run,
+    reference_curves,
     split_by_version,
     variant_label,
     write_report,
@@ -409,3 +410,10 @@ def test_runs_of_different_kprl_versions_are_not_pooled(tmp_path: Path) -> None:
     assert [r.label for r in mixed] == ["sac_ae (kprl 0.2.0)", "sac_ae (kprl 0.1.0)", "sac_ae (kprl unknown)"]
     _, scores = final_scores(mixed)
     assert [row["runs"] for row in scores] == [1, 1, 1]
+
+
+def test_published_curves_ship_with_kprl() -> None:
+    curves = reference_curves(C.PUBLISHED_CURVES, "cartpole_swingup")
+    assert set(curves) == {"DrQ", "DrQ-v2"}
+    steps, returns = curves["DrQ"]
+    assert returns.shape == (10, len(steps)) and steps[0] == 0

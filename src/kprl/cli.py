@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import tyro
 
+from kprl.config import PUBLISHED_CURVES
 from kprl.errors import KprlError
 
 if TYPE_CHECKING:
@@ -74,8 +75,9 @@ class ReportArgs:
     """Directory to write the report into (files in it are replaced)."""
     at: int | None = None
     """Env step of the final-score table; None: the largest step every run has evaluated at."""
-    reference_results: Path | None = Path("../shared/reference_results")
-    """Folder of published per-seed curves (CSV) to draw beside ours; skipped when absent."""
+    reference_results: Path | None = PUBLISHED_CURVES
+    """Folder of published per-seed curves (CSV) to draw beside ours (default: the DrQ and DrQ-v2 curves shipped
+    with kprl); None or a missing folder: none."""
     imm_run: Path | None = None
     """A `kprl imm train` run whose train/validation loss is drawn beside the keypoint agents' IMM loss."""
 
@@ -105,8 +107,9 @@ class SweepArgs:
     """GPUs per trial (0.5: two trials share one); > 0 trains on cuda."""
     max_concurrent: int | None = None
     """At most this many trials at once; None: as many as the cores and GPUs hold."""
-    reference_results: Path | None = Path("../shared/reference_results")
-    """Published per-seed curves drawn beside the report's curves; skipped when absent."""
+    reference_results: Path | None = PUBLISHED_CURVES
+    """Published per-seed curves drawn beside the report's curves (default: the DrQ and DrQ-v2 curves shipped
+    with kprl); None or a missing folder: none."""
 
 
 @dataclass

@@ -30,6 +30,10 @@ UpdatePath = Literal["fast", "reference"]
 NormName = Literal["none", "batch", "instance"]
 IMMAugmentation = Literal["crop", "none"]
 
+# Published DrQ and DrQ-v2 per-seed curves shipped with kprl (reference_results/README.md cites them); the
+# default of `kprl report --reference-results`.
+PUBLISHED_CURVES = Path(__file__).parent / "reference_results"
+
 # Extra pixels rendered around the network's view when random crop is on (CURL / the poster: 100 -> 84).
 CROP_MARGIN = 16
 

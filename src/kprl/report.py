@@ -8,7 +8,7 @@ Given run directories (or folders holding them), writes to ``--out``:
   versions or commits lists each, joined by `` + ``; ``unknown`` where the run did not record it);
 * ``final_scores.csv`` / ``final_scores.md``: per agent and task at one env step (default: the largest step every
   run reached): runs, mean ± std over seeds, IQM with its 95 % stratified bootstrap CI (Agarwal et al. 2021), beside
-  the published numbers of DESIGN.md;
+  the published numbers of the CURL and DrQ papers' tables;
 * ``curves_<task>.png``: mean evaluation return over seeds with a 95 % bootstrap band per agent, published DrQ /
   DrQ-v2 per-seed curves (``--reference-results``) aggregated the same way and drawn beside;
 * ``imm_loss.png``: the IMM loss during RL of each keypoint agent next to a standalone IMM run's train and
@@ -42,7 +42,7 @@ from kprl.errors import KprlError
 from kprl.evaluation.stats import bootstrap_band, iqm, stratified_bootstrap_ci
 from kprl.viz.curves import read_csv
 
-# Published cartpole swingup scores from pixels, mean ± std over seeds (DESIGN.md; CURL and DrQ papers' tables).
+# Published cartpole swingup scores from pixels, mean ± std over seeds (the CURL and DrQ papers' tables: Laskin et al. 2020, Kostrikov et al. 2020).
 PUBLISHED: dict[str, dict[int, list[tuple[str, float, float]]]] = {
     "cartpole_swingup": {
         100_000: [("SAC+AE", 311, 11), ("PlaNet", 297, 39), ("Dreamer", 326, 27), ("CURL", 582, 146),
@@ -252,14 +252,14 @@ def scores_markdown(at: int, rows: Sequence[dict[str, Any]]) -> str:
     for task in dict.fromkeys(r["task"] for r in rows):
         published = PUBLISHED.get(task, {}).get(at)
         if published:
-            lines += ["", f"Published ({task}, {at:,} env steps, mean ± std over seeds; DESIGN.md):", ""]
+            lines += ["", f"Published ({task}, {at:,} env steps, mean ± std over seeds; CURL and DrQ tables):", ""]
             lines += ["| method | return |", "|---|---|"] + [f"| {m} | {v:.0f} ± {s:.0f} |" for m, v, s in published]
     return "\n".join(lines) + "\n"
 
 
 def reference_curves(reference_dir: Path | None, task: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Published per-seed curves for ``task`` from ``../shared/reference_results``-style CSVs: name -> (env steps,
-    returns [seeds, points]) on the steps every seed has."""
+    """Published per-seed curves for ``task`` from a folder of CSVs like ``kprl.config.PUBLISHED_CURVES``: name -> (env
+    steps, returns [seeds, points]) on the steps every seed has."""
     if reference_dir is None or not Path(reference_dir).is_dir():
         return {}
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -1,6 +1,6 @@
 """Representations: what the shared conv maps are turned into, and the auxiliary loss that shapes them.
 
-An agent is SAC plus a list of representations (DESIGN.md). Each representation contributes
+An agent is SAC plus a list of representations. Each representation contributes
 
 * a **head**: conv maps -> feature vector part, read by actor and critic (the actor gets its own copy of the head
   on detached conv maps, the critic trains the original through the TD loss);
@@ -179,7 +179,7 @@ class Representation:
 def build_representations(
     cfg: TrainConfig, maps_shape: tuple[int, int, int], obs_channels: int, image_size: int
 ) -> list[Representation]:
-    """The representations of ``cfg.agent`` (DESIGN.md's agent table): sac_ae = [AE], sac_ae_imm = [AE, IMM],
+    """The representations of ``cfg.agent``: sac_ae = [AE], sac_ae_imm = [AE, IMM],
     sac_imm = [IMM]. The feature vector is the heads' outputs concatenated in this order."""
     if cfg.agent not in ("sac_ae", "sac_ae_imm", "sac_imm"):
         raise ValueError(f"unknown agent {cfg.agent!r}")

@@ -3,7 +3,7 @@ recommend: interquartile mean (IQM) and percentile confidence intervals from a s
 
 Scores are given per task as arrays of one number per run (seed). The bootstrap resamples runs with replacement
 *within each task* (stratified), recomputes the statistic on the pooled resample, and takes the 2.5 and 97.5
-percentiles of the replicates. Pure numpy; the rliable package that implements this is archived (DESIGN.md).
+percentiles of the replicates. Pure numpy; the rliable package that implements this is archived.
 """
 
 from __future__ import annotations
