@@ -155,21 +155,18 @@ class FrameReplay:
         """Global indices ``[lo, hi)`` of the frames currently held."""
         return max(0, self._total - self.capacity), self._total
 
-    def _valid(self, g: np.ndarray, offset: int) -> np.ndarray:
-        """Mask of global indices ``g`` that are the ``obs`` of a sampleable transition whose target lies
-        ``offset`` frames later in the same episode.
+    def _valid(self, g: np.ndarray) -> np.ndarray:
+        """Mask of global indices ``g`` that are the ``obs`` of a sampleable transition: its next frame is in the
+        same episode and every frame of its obs stack is still stored. (A later IMM target is clamped to its
+        episode, `_targets`, so it never makes a transition unsampleable.)
 
-        Requires ``lo <= g`` (callers draw from the stored range). The target stack's frames lie between the obs
-        stack's first frame and ``g + offset``, so checking the obs stack's first frame and the target frame covers
-        every frame the sample reads.
+        Requires ``lo <= g`` (callers draw from the stored range).
         """
         lo, hi = self._stored_range()
-        target = g + offset
-        in_range = target < hi
+        following = g + 1
+        in_range = following < hi
         start = self._ep_start[g % self.capacity]
-        # Episodes are contiguous runs of global indices, so equal episode starts means every frame in between
-        # belongs to the same episode too (in particular g + 1, the next_obs frame).
-        same_episode = self._ep_start[target % self.capacity] == start
+        same_episode = self._ep_start[following % self.capacity] == start
         stack_first = np.maximum(start, g - (self.frame_stack - 1))
         return in_range & same_episode & (stack_first >= lo)
 
@@ -178,7 +175,7 @@ class FrameReplay:
         frame stacks are fully stored)."""
         if self._len_cache is None or self._len_cache[0] != self._total:
             lo, hi = self._stored_range()
-            count = int(np.count_nonzero(self._valid(np.arange(lo, hi), 1))) if hi > lo else 0
+            count = int(np.count_nonzero(self._valid(np.arange(lo, hi)))) if hi > lo else 0
             self._len_cache = (self._total, count)
         return self._len_cache[1]
 
@@ -195,14 +192,14 @@ class FrameReplay:
         needed = batch_size
         for _ in range(_REJECTION_ROUNDS):
             candidates = rng.integers(lo, hi, size=2 * needed + 16)
-            kept = candidates[self._valid(candidates, 1)][:needed]
+            kept = candidates[self._valid(candidates)][:needed]
             parts.append(kept)
             needed -= kept.size
             if needed == 0:
                 break
         if needed > 0:
             # Transitions are rare among the stored frames (e.g. many one-frame episodes): enumerate them exactly.
-            valid = np.flatnonzero(self._valid(np.arange(lo, hi), 1)) + lo
+            valid = np.flatnonzero(self._valid(np.arange(lo, hi))) + lo
             if valid.size == 0:
                 raise ValueError(
                     f"no valid transitions to sample ({hi - lo} frames stored, frame_stack={self.frame_stack}): "
