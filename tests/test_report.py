@@ -20,6 +20,7 @@ import kprl
 from kprl import config as C
 from kprl.agents.factory import make_agent
 from kprl.cli import main
+from kprl.errors import ConfigError
 from kprl.evaluation.stats import iqm
 from kprl.provenance import code_version
 from kprl.replay import Batch
@@ -28,6 +29,7 @@ from kprl.report import (
     UNREAD_OPTIONS,
     final_scores,
     find_runs,
+    keypoint_series,
     load_run,
     reference_curves,
     split_by_version,
@@ -54,11 +56,13 @@ def fake_run(
     returns: list[float],
     runtime: list[dict[str, object]] | None = None,
     name: str | None = None,
+    train_rows: list[dict[str, object]] | None = None,
     **cfg_overrides: object,
 ) -> Path:
     """A run directory as `kprl train` leaves it (config.json, eval.csv, train.csv, runtime.jsonl); options by
     dotted name with ``__`` for ``.`` (``sac__critic_lr``); ``runtime``: the lines of runtime.jsonl (default: one
-    line naming only the machine, as runs from before provenance was recorded)."""
+    line naming only the machine, as runs from before provenance was recorded). ``returns`` shorter than
+    :data:`STEPS`: an unfinished run, evaluated at the first steps only. ``train_rows``: the rows of train.csv."""
     run_dir = root / (name or f"{agent}-s{seed}")
     run_dir.mkdir(parents=True)
     cfg = C.TrainConfig(agent=agent, seed=seed, run_dir=run_dir, env_steps=STEPS[-1])  # type: ignore[arg-type]
@@ -68,7 +72,7 @@ def fake_run(
     with open(run_dir / "eval.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["env_step", "agent_step", "episode_return", "wall_hours"])
         writer.writeheader()
-        for step, ret in zip(STEPS, returns, strict=True):
+        for step, ret in zip(STEPS[: len(returns)], returns, strict=True):
             writer.writerow({"env_step": step, "agent_step": step // 8, "episode_return": ret, "wall_hours": step / 1e5})
     with open(run_dir / "train.csv", "w", newline="") as f:
         columns = ["env_step", "updates", "episode_return"] + (["train/imm_loss"] if "imm" in agent else [])
@@ -79,6 +83,11 @@ def fake_run(
             if "imm" in agent:
                 row["train/imm_loss"] = 0.01 / i
             writer.writerow(row)
+    if train_rows is not None:
+        with open(run_dir / "train.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, list(dict.fromkeys(key for row in train_rows for key in row)))
+            writer.writeheader()
+            writer.writerows(train_rows)
     lines = runtime if runtime is not None else [{"machine": "test CPU, 2 cores"}]
     (run_dir / "runtime.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return run_dir
@@ -417,3 +426,163 @@ def test_published_curves_ship_with_kprl() -> None:
     assert set(curves) == {"DrQ", "DrQ-v2"}
     steps, returns = curves["DrQ"]
     assert returns.shape == (10, len(steps)) and steps[0] == 0
+
+
+def keypoint_rows(separation: dict[int, float | str], batch_std: float) -> list[dict[str, object]]:
+    """train.csv rows of a keypoint agent every 1,000 env steps up to 20,000: separation by env step (a step not
+    given: blank, as before the first update), a constant batch std."""
+    return [{"env_step": step, "updates": step // 8, "train/keypoint_separation": separation.get(step, ""),
+             "train/keypoint_batch_std": batch_std if step in separation else ""}
+            for step in range(1000, 20_001, 1000)]  # fmt: skip
+
+
+def test_keypoint_diagnostics_near_the_final_step(runs: Path, tmp_path: Path) -> None:
+    """Separation and batch std: per seed the mean over the train.csv rows in the last 10 % of env steps up to the
+    score step (blank rows skipped), then the mean over seeds; blank for an agent without keypoints."""
+    one = {step: step / 1e5 for step in range(2000, 20_001, 1000)}
+    two = {step: 2 * step / 1e5 for step in range(2000, 20_000, 1000)}  # no value at 20,000
+    fake_run(runs, "sac_imm", 1, [0.0, 1.0, 2.0], name="kp1", train_rows=keypoint_rows(one, 0.5))  # type: ignore[arg-type]
+    fake_run(runs, "sac_imm", 2, [0.0, 1.0, 2.0], name="kp2", train_rows=keypoint_rows(two, 0.3))  # type: ignore[arg-type]
+    out = tmp_path / "report"
+    write_report([runs], out, reference_dir=None)
+
+    with open(out / "final_scores.csv", newline="") as f:
+        scores = {r["agent"]: r for r in csv.DictReader(f)}
+    # window 18,000 .. 20,000: seed 1 mean(0.18, 0.19, 0.20) = 0.19, seed 2 mean(0.36, 0.38) = 0.37
+    assert float(scores["sac_imm"]["keypoint_separation"]) == pytest.approx((0.19 + 0.37) / 2)
+    assert float(scores["sac_imm"]["keypoint_batch_std"]) == pytest.approx(0.4)
+    assert scores["sac_ae"]["keypoint_separation"] == scores["sac_ae"]["keypoint_batch_std"] == ""
+    markdown = (out / "final_scores.md").read_text()
+    assert "| keypoint separation | keypoint batch std |" in markdown
+    assert re.search(r"\| sac_imm \| cartpole_swingup \| 2 \| .* \| 0\.280 \| 0\.400 \|\n", markdown)
+    assert re.search(r"\| sac_ae \| cartpole_swingup \| 4 \| .* \|  \|  \|\n", markdown)
+    _, at_10k = final_scores([load_run(runs / "kp1"), load_run(runs / "kp2")], at=10_000)
+    assert at_10k[0]["keypoint_separation"] == pytest.approx((0.095 + 0.19) / 2)  # window 9,000 .. 10,000
+
+    assert (out / "keypoints_cartpole_swingup.png").stat().st_size > 10_000
+    series = keypoint_series([load_run(runs / "kp1"), load_run(runs / "kp2")], "cartpole_swingup")
+    steps, y = series["train/keypoint_separation"]["sac_imm (2 seeds)"]
+    np.testing.assert_array_equal(steps, np.arange(2000, 20_001, 1000))
+    np.testing.assert_allclose(y[0], steps / 1e5)
+    np.testing.assert_allclose(y[1, :-1], 2 * steps[:-1] / 1e5)
+    assert np.isnan(y[1, -1])  # seed 2 logged nothing at 20,000: no value there, not a zero
+
+
+def test_no_keypoint_figure_or_columns_without_keypoint_logs(runs: Path, tmp_path: Path) -> None:
+    write_report([runs], tmp_path / "report", reference_dir=None)
+    assert not (tmp_path / "report" / "keypoints_cartpole_swingup.png").exists()
+    assert "keypoint separation" not in (tmp_path / "report" / "final_scores.md").read_text()
+
+
+def test_unfinished_runs_count_up_to_where_they_got(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default step is the finished runs' last: an unfinished run is left out there, counted and listed in the
+    note with its last evaluation (and how far it trained, from status.json where present), and drawn on the
+    curves up to its last evaluation."""
+    root = tmp_path / "runs"
+    fake_run(root, "sac_ae", 1, [0.0, 100.0, 200.0])
+    fake_run(root, "sac_ae", 2, [0.0, 300.0, 400.0])
+    fake_run(root, "sac_ae", 3, [0.0, 800.0])
+    (root / "sac_ae-s3" / "status.json").write_text(json.dumps({"finished": False, "last_env_step": 14_000}))
+    fake_run(root, "sac_imm", 1, [5.0])  # no status.json: unfinished by its eval.csv alone
+    import kprl.viz.report
+
+    drawn: dict[str, Any] = {}
+    monkeypatch.setattr(kprl.viz.report, "learning_curves_figure", lambda ours, *_: drawn.update(ours) or Path("x"))
+    summary = write_report([root], tmp_path / "report", reference_dir=None)
+
+    assert summary["env_step"] == 20_000
+    (ae,) = summary["scores"]  # no sac_imm run reached 20,000: no row
+    assert (ae["runs"], ae["runs_total"], ae["mean"], ae["seeds"]) == (2, 3, 300.0, "1 2")
+    markdown = (tmp_path / "report" / "final_scores.md").read_text()
+    assert "| sac_ae | cartpole_swingup | 2 of 3 | 300 ± 141 |" in markdown
+    assert ("`sac_ae-s3` (sac_ae, seed 3): last evaluation at 10,000 env steps, trained to 14,000 (status.json); "
+            "`sac_imm-s1` (sac_imm, seed 1): last evaluation at 0 env steps.") in markdown  # fmt: skip
+
+    steps, mean, low, high = drawn["sac_ae (3 seeds, 1 unfinished)"]
+    np.testing.assert_array_equal(steps, STEPS)
+    np.testing.assert_allclose(mean, [0.0, 400.0, 300.0])  # 10,000: all three seeds; 20,000: seeds 1 and 2
+    assert low[2] >= 200.0 and high[2] <= 400.0  # seed 3's 800 is not in the band past its last evaluation
+    np.testing.assert_array_equal(drawn["sac_imm (1 seed, 1 unfinished)"][0], [0])
+
+    _, at_10k = final_scores([load_run(root / f"sac_ae-s{s}") for s in (1, 2, 3)], at=10_000)
+    assert (at_10k[0]["runs"], at_10k[0]["mean"]) == (3, 400.0)
+
+
+def two_conditions(root: Path, treatment: list[float], control: list[float]) -> Path:
+    """sac_imm[augmentation=crop] runs with final returns ``treatment``, sac_ae runs with ``control``."""
+    for seed, final in enumerate(treatment, start=1):
+        fake_run(root, "sac_imm", seed, [0.0, 0.0, final], augmentation="crop")
+    for seed, final in enumerate(control, start=1):
+        fake_run(root, "sac_ae", seed, [0.0, 0.0, final])
+    return root
+
+
+def bootstrap_by_hand(x: list[float], y: list[float], statistic: Any, reps: int) -> tuple[float, float]:
+    """The 95 % percentile interval of ``statistic`` over ``reps`` resamples of x and y, drawn in turn from one
+    generator seeded 0."""
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(reps):
+        xi = [x[i] for i in rng.integers(0, len(x), len(x))]
+        yi = [y[i] for i in rng.integers(0, len(y), len(y))]
+        values.append(statistic(xi, yi))
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def test_differences_with_bootstrap_cis(tmp_path: Path) -> None:
+    treatment, control = [400.0, 600.0, 500.0], [300.0, 400.0]
+    root = two_conditions(tmp_path / "runs", treatment, control)
+    out = tmp_path / "report"
+    assert main(["report", str(root), "--out", str(out), "--reference-results", "None",
+                 "--compare", "sac_imm[augmentation=crop]:sac_ae", "--compare", "sac_ae:sac_imm[augmentation=crop]"]) == 0  # fmt: skip
+    with open(out / "differences.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["treatment"], r["control"]) for r in rows] == [("sac_imm[augmentation=crop]", "sac_ae"),
+                                                              ("sac_ae", "sac_imm[augmentation=crop]")]  # fmt: skip
+    row = rows[0]
+    assert (row["task"], row["env_step"], row["n_treatment"], row["n_control"]) == ("cartpole_swingup", "20000", "3", "2")
+    assert float(row["mean_difference"]) == pytest.approx(500.0 - 350.0)
+    # Pairs (treatment, control): 400 > 300, 400 = 400 (half), 600 and 500 beat both: 5.5 of 6.
+    assert float(row["probability_of_improvement"]) == pytest.approx(5.5 / 6)
+    assert float(rows[1]["probability_of_improvement"]) == pytest.approx(0.5 / 6)
+
+    def diff(a: list[float], b: list[float]) -> float:
+        return sum(a) / len(a) - sum(b) / len(b)
+
+    def poi(a: list[float], b: list[float]) -> float:
+        return sum(1.0 if u > v else 0.5 if u == v else 0.0 for u in a for v in b) / (len(a) * len(b))
+
+    for name, statistic in (("mean_difference", diff), ("probability_of_improvement", poi)):
+        low, high = bootstrap_by_hand(treatment, control, statistic, reps=2000)
+        assert (float(row[f"{name}_ci_low"]), float(row[f"{name}_ci_high"])) == pytest.approx((low, high))
+        assert low < float(row[name]) < high
+    assert row["note"] == ""
+    markdown = (out / "differences.md").read_text()
+    assert "| sac_imm[augmentation=crop] | sac_ae | cartpole_swingup | 3, 2 | +150 [" in markdown
+    assert "Agarwal et al. 2021" in markdown
+
+
+def test_a_difference_with_one_seed_is_marked_preliminary(tmp_path: Path) -> None:
+    root = two_conditions(tmp_path / "runs", [700.0], [300.0, 500.0])
+    summary = write_report([root], tmp_path / "report", reference_dir=None, compare=["sac_imm[augmentation=crop]:sac_ae"])
+    (row,) = summary["differences"]
+    assert (row["n_treatment"], row["n_control"], row["note"]) == (1, 2, "one seed: preliminary")
+    assert row["mean_difference"] == 300.0 and row["probability_of_improvement"] == 1.0
+    assert row["probability_of_improvement_ci_low"] == row["probability_of_improvement_ci_high"] == 1.0
+    assert (row["mean_difference_ci_low"], row["mean_difference_ci_high"]) == (200.0, 400.0)
+    assert "| 1, 2 | +300 [+200, +400] | 1.00 [1.00, 1.00] | one seed: preliminary |" in (
+        tmp_path / "report" / "differences.md"
+    ).read_text()
+
+
+def test_an_unknown_compare_label_is_a_one_line_config_error(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report"
+    with pytest.raises(ConfigError, match=r"'sac_imm'.*known labels: sac_ae, sac_imm\[augmentation=crop\]$"):
+        write_report([runs], out, reference_dir=None, compare=["sac_imm:sac_ae"])
+    assert main(["report", str(runs), "--out", str(out), "--compare", "sac_ae"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("kprl: error: --compare 'sac_ae'") and "known labels: sac_ae, sac_imm[" in line
+    assert not out.exists()  # refused before anything is written

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kprl.evaluation.stats import bootstrap_band, iqm, mean, stratified_bootstrap_ci
+from kprl.evaluation.stats import (
+    bootstrap_band,
+    bootstrap_ci,
+    iqm,
+    mean,
+    mean_difference,
+    probability_of_improvement,
+    stratified_bootstrap_ci,
+)
 
 
 def test_iqm_cuts_a_quarter_from_each_end() -> None:
@@ -72,3 +80,35 @@ def test_bootstrap_band_of_learning_curves() -> None:
     np.testing.assert_array_equal(hi, [2.0, 4.0])
     with pytest.raises(ValueError):
         bootstrap_band(np.zeros(3))
+
+
+def test_bootstrap_band_skips_runs_that_stopped_early() -> None:
+    # Run 2 ends after the first point: the second point is run 1's alone, and its band is that single value.
+    m, lo, hi = bootstrap_band([[0.0, 10.0], [2.0, np.nan]], reps=4000)
+    np.testing.assert_array_equal(m, [1.0, 10.0])
+    np.testing.assert_array_equal(lo, [0.0, 10.0])
+    np.testing.assert_array_equal(hi, [2.0, 10.0])
+    with pytest.raises(ValueError):
+        bootstrap_band([[0.0, np.nan], [1.0, np.nan]])  # a point no run has
+
+
+def test_probability_of_improvement_counts_ties_half() -> None:
+    assert probability_of_improvement([2.0, 3.0], [1.0, 2.0]) == (1 + 0.5 + 1 + 1) / 4
+    assert probability_of_improvement([1.0], [1.0]) == 0.5
+    assert probability_of_improvement([0.0, 1.0], [5.0]) == 0.0
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 5, 7).astype(float), rng.integers(0, 5, 4).astype(float)  # many ties
+    u = stats.mannwhitneyu(x, y, alternative="greater").statistic
+    assert probability_of_improvement(x, y) == pytest.approx(u / (x.size * y.size))
+
+
+def test_two_sample_bootstrap_resamples_each_side_and_is_reproducible() -> None:
+    # One run a side: every replicate is the estimate. Control [0, 2]: resampled means 0, 1, 2 (1/4, 1/2, 1/4).
+    assert bootstrap_ci([[5.0], [3.0]], mean_difference) == (2.0, 2.0, 2.0)
+    ci = bootstrap_ci([[5.0], [0.0, 2.0]], mean_difference, reps=4000)
+    assert ci == (4.0, 3.0, 5.0)
+    x, y = [3.0, 9.0, 4.0], [1.0, 6.0]
+    assert bootstrap_ci([x, y], probability_of_improvement) == bootstrap_ci([x, y], probability_of_improvement)
+    with pytest.raises(ValueError):
+        bootstrap_ci([x, []], mean_difference)

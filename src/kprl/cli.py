@@ -8,28 +8,26 @@ Problems the user can fix end in a one-line ``kprl: error: ...`` and exit status
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import tyro
 
+from kprl.cli_args import parse
 from kprl.config import PUBLISHED_CURVES
 from kprl.errors import KprlError
 
 if TYPE_CHECKING:
     from kprl.config import TrainConfig
 
-SUBCOMMANDS = ("train", "eval", "plot", "report", "sweep", "tune", "collect", "imm", "keypoints", "doctor")
+SUBCOMMANDS = ("train", "eval", "plot", "report", "sweep", "tune", "grid", "collect", "imm", "keypoints", "doctor")
 IMM_SUBCOMMANDS = ("train", "figure", "eval")
-T = TypeVar("T")
-TYRO_CONFIG = (tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff)
+GRID_SUBCOMMANDS = ("status", "run", "harvest")
 
 
 @dataclass
@@ -66,20 +64,59 @@ class PlotArgs:
 
 @dataclass
 class ReportArgs:
-    """Aggregate training runs: tidy CSV of every evaluation, final-score table (mean ± std, IQM with bootstrap CI),
-    learning curves beside published ones, IMM loss during RL vs standalone, keypoint figures."""
+    """Aggregate training runs: tidy CSV of every evaluation, final-score table (mean ± std, IQM with bootstrap CI,
+    keypoint collapse diagnostics, unfinished runs), learning curves beside published ones, IMM loss during RL vs
+    standalone, keypoint figures, and differences between conditions (--compare)."""
 
     runs: tyro.conf.Positional[tuple[Path, ...]]
     """Run directories of `kprl train`, or folders holding them (searched recursively)."""
     out: Path = Path("results/report")
     """Directory to write the report into (files in it are replaced)."""
     at: int | None = None
-    """Env step of the final-score table; None: the largest step every run has evaluated at."""
+    """Env step of the final-score table and the differences; None: the largest step every finished run has
+    evaluated at. Only the runs evaluated there count."""
     reference_results: Path | None = PUBLISHED_CURVES
     """Folder of published per-seed curves (CSV) to draw beside ours (default: the DrQ and DrQ-v2 curves shipped
     with kprl); None or a missing folder: none."""
     imm_run: Path | None = None
     """A `kprl imm train` run whose train/validation loss is drawn beside the keypoint agents' IMM loss."""
+    compare: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
+    """TREATMENT:CONTROL, two labels of the report's agent column; repeat for more pairs. Writes differences.csv/.md:
+    difference of mean final returns and probability of improvement, each with a 95 % bootstrap CI."""
+
+
+@dataclass
+class GridArgs:
+    """Where a grid lives: its file (experiments/cartpole_100k.toml) and the grid home for run directories."""
+
+    grid: tyro.conf.Positional[Path]
+    """The grid file (TOML: rows, seeds, order, results folder; docs/grid.md)."""
+    home: Path | None = None
+    """Grid home: run directories (with checkpoints and replay, ~2 GB per 100k run), launch records and pinned code;
+    None: $KPRL_GRID_HOME, else ~/kprl-grid."""
+
+
+@dataclass
+class GridRunArgs(GridArgs):
+    """Start, in the background, the grid jobs that fit the hours this machine has left: interrupted ones resume
+    with the code they started with; new ones run from a pinned copy of the code now installed."""
+
+    hours: float = 2.5
+    """Hours this machine has left: only jobs estimated to finish within them are started."""
+    fill: bool = False
+    """When nothing fits, start the next jobs anyway (harvested unfinished; they resume where the grid home
+    survives)."""
+
+
+@dataclass
+class GridHarvestArgs(GridArgs):
+    """Copy every run's logs (finished or not) into the grid's results folder and regenerate its report."""
+
+    sources: tyro.conf.UseAppendAction[tuple[Path, ...]] = ()
+    """More folders or .tar.gz archives of run directories named after jobs (the GPU script's runs.tar.gz);
+    repeatable."""
+    report: bool = True
+    """Regenerate the report (kprl report) of the harvested runs."""
 
 
 @dataclass
@@ -231,27 +268,6 @@ class DoctorArgs:
     """Frame size."""
 
 
-def parse(cls: type[T], args: list[str], prog: str, default: T | None = None) -> T:
-    """Parse ``args`` into ``cls`` with tyro; a parse error becomes one ``KprlError`` line (not tyro's box)."""
-    buffer = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(buffer), contextlib.redirect_stdout(buffer):
-            return tyro.cli(cls, args=args, default=default, prog=prog, config=TYRO_CONFIG)
-    except SystemExit as exc:
-        text = buffer.getvalue()
-        if not exc.code:  # --help: show tyro's text as it is
-            print(text, end="")
-            raise
-        lines = []
-        for raw in text.splitlines():
-            line = raw.strip().strip("│╭╮╰╯─ ").strip()
-            if line.startswith("For full helptext"):
-                break
-            if line and not set(line) <= set("─━-"):
-                lines.append(line)
-        raise KprlError(" ".join(lines[1:] if len(lines) > 1 else lines) + f" (see {prog} --help)") from None
-
-
 def _split_config_flag(args: list[str]) -> tuple[Path | None, list[str]]:
     """Take ``--config FILE`` (or ``--config=FILE``) out of the arguments."""
     rest: list[str] = []
@@ -315,7 +331,7 @@ def cmd_report(args: list[str]) -> int:
     from kprl.report import write_report
 
     ra = parse(ReportArgs, args, "kprl report")
-    summary = write_report(list(ra.runs), ra.out, ra.at, ra.reference_results, ra.imm_run)
+    summary = write_report(list(ra.runs), ra.out, ra.at, ra.reference_results, ra.imm_run, compare=ra.compare)
     for path in summary["written"]:
         print(path)
     return 0
@@ -402,6 +418,34 @@ def cmd_collect(args: list[str]) -> int:
     return 0
 
 
+def cmd_grid(args: list[str]) -> int:
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: kprl grid {status,run,harvest} GRID_FILE [--help] [options]\n")
+        print("  status   every job of the grid: done, running (env step, machine), interrupted, to do")
+        print("  run      start in the background what fits the hours left (resumes interrupted jobs first)")
+        print("  harvest  copy runs' logs into results/ (finished or not) and regenerate the report")
+        return 0 if args else 2
+    from kprl.grid import commands
+    from kprl.grid.jobs import GridHome, default_home
+    from kprl.grid.spec import load_grid
+
+    sub, rest = args[0], args[1:]
+    if sub not in GRID_SUBCOMMANDS:
+        raise KprlError(f"unknown command 'grid {sub}' (choose from {', '.join(GRID_SUBCOMMANDS)})")
+    kind = {"status": GridArgs, "run": GridRunArgs, "harvest": GridHarvestArgs}[sub]
+    ga = parse(kind, rest, f"kprl grid {sub}")
+    grid = load_grid(ga.grid)
+    home = GridHome(ga.home or default_home(), grid.name)
+    if isinstance(ga, GridRunArgs):
+        lines = commands.run_what_fits(grid, home, ga.hours, ga.fill)
+    elif isinstance(ga, GridHarvestArgs):
+        lines = commands.harvest_lines(grid, home, ga.sources, ga.report)
+    else:
+        lines = commands.status_lines(grid, home)
+    print("\n".join(lines))
+    return 0
+
+
 def cmd_imm(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help"):
         print("usage: kprl imm {train,figure,eval} [--help] [options]\n")
@@ -470,9 +514,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("  train    train (or resume) an agent on a dm_control task from pixels")
         print("  eval     re-evaluate a saved agent, optionally writing a video")
         print("  plot     draw a run's learning curve (curves.png)")
-        print("  report   aggregate runs: tidy CSV, final scores (mean, IQM + bootstrap CI), curves, IMM loss")
+        print("  report   aggregate runs: tidy CSV, final scores (mean, IQM + bootstrap CI), curves, IMM loss,")
+        print("           keypoint collapse diagnostics, differences with bootstrap CIs (--compare)")
         print("  sweep    train agents x tasks x seeds as Ray Tune trials (local or cluster), then report")
         print("  tune     hyperparameter search on Ray Tune with ASHA; saves the best config for train --config")
+        print("  grid     an experiment grid as a resumable queue: status, run what fits, harvest into results/")
         print("  collect  render a frame dataset (frames, actions, landmarks) for keypoint learning")
         print("  imm      IMM keypoints: train on a dataset, draw figures, evaluate against landmarks")
         print("  keypoints  detect keypoints in frames (npz, PNG folder or video) with a trained IMM model")
@@ -490,6 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "report": cmd_report,
             "sweep": cmd_sweep,
             "tune": cmd_tune,
+            "grid": cmd_grid,
             "collect": cmd_collect,
             "imm": cmd_imm,
             "keypoints": cmd_keypoints,

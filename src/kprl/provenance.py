@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -12,6 +13,8 @@ import kprl
 
 GIT_TIMEOUT_S = 5.0
 _HEX_ID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")  # SHA-1, or SHA-256 object names
+# The record of the commit a pinned copy of the package came from, written beside it by kprl.grid.code.
+PINNED_RECORD = "PROVENANCE.json"
 # Variables that would point git at another repository than the one around the package (set inside git hooks).
 _GIT_REDIRECTS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR")
 
@@ -28,6 +31,19 @@ def _git(source: Path, *args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
+def _pinned_record(source: Path) -> dict[str, Any]:
+    """The git commit recorded beside a pinned copy of the package (``kprl grid`` runs jobs from such copies, see
+    :mod:`kprl.grid.code`): ``{"git_commit", "git_dirty"}``, or nothing where there is no valid record."""
+    try:
+        stored = json.loads((source.parent / PINNED_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    commit = stored.get("git_commit") if isinstance(stored, dict) else None
+    if not isinstance(commit, str) or not _HEX_ID.fullmatch(commit):
+        return {}
+    return {"git_commit": commit, "git_dirty": stored.get("git_dirty")}
+
+
 def code_version(source: Path | None = None) -> dict[str, Any]:
     """``{"kprl_version", "git_commit", "git_dirty"}`` of the code in ``source`` (default: the kprl package that
     runs). ``git_commit`` is the checkout's HEAD (40 hex digits; 64 in a SHA-256 repository) and ``git_dirty`` whether tracked files differ from
@@ -36,7 +52,7 @@ def code_version(source: Path | None = None) -> dict[str, Any]:
     source = Path(kprl.__file__).parent if source is None else Path(source)
     record: dict[str, Any] = {"kprl_version": kprl.__version__, "git_commit": None, "git_dirty": None}
     if not source.is_dir() or _git(source, "ls-files", "--error-unmatch", "--", "__init__.py") is None:
-        return record
+        return {**record, **_pinned_record(source)}
     commit = (_git(source, "rev-parse", "--verify", "HEAD") or "").strip()
     if not _HEX_ID.fullmatch(commit):
         return record

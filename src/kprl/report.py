@@ -7,10 +7,16 @@ Given run directories (or folders holding them), writes to ``--out``:
   run's code came from, ``+dirty`` when tracked files had local changes; a run restarted under several machines,
   versions or commits lists each, joined by `` + ``; ``unknown`` where the run did not record it);
 * ``final_scores.csv`` / ``final_scores.md``: per agent and task at one env step (default: the largest step every
-  run reached): runs, mean ± std over seeds, IQM with its 95 % stratified bootstrap CI (Agarwal et al. 2021), beside
-  the published numbers of the CURL and DrQ papers' tables;
+  finished run reached): runs that reached it (of all runs), mean ± std over seeds, IQM with its 95 % stratified
+  bootstrap CI (Agarwal et al. 2021), the keypoint agents' collapse diagnostics near that step, beside the published
+  numbers of the CURL and DrQ papers' tables; the markdown lists the unfinished runs below the table;
+* ``differences.csv`` / ``differences.md`` (``--compare TREATMENT:CONTROL``): per pair of conditions the difference
+  of mean final returns and the probability of improvement, each with a 95 % bootstrap CI (:func:`differences`);
 * ``curves_<task>.png``: mean evaluation return over seeds with a 95 % bootstrap band per agent, published DrQ /
-  DrQ-v2 per-seed curves (``--reference-results``) aggregated the same way and drawn beside;
+  DrQ-v2 per-seed curves (``--reference-results``) aggregated the same way and drawn beside; an unfinished run
+  counts up to its last evaluation;
+* ``keypoints_<task>.png``: keypoint separation and batch std (:data:`KEYPOINT_COLUMNS`) against env steps per
+  keypoint agent, the signs of keypoint collapse;
 * ``imm_loss.png``: the IMM loss during RL of each keypoint agent next to a standalone IMM run's train and
   validation loss (``--imm-run``), the poster's comparison;
 * ``keypoints/``: each keypoint run's newest IMM example figure (its keypoints on a frame).
@@ -19,6 +25,10 @@ Runs are grouped into one condition (one curve, one row of final scores) by thei
 (:func:`variant_label`): the agent and every method option that differs from its default, except the options that
 agent never reads (:data:`UNREAD_OPTIONS`), and, when the runs span several kprl versions, that version
 (:func:`split_by_version`). Runs that differ in anything that can change what is learnt are never pooled.
+
+A run is unfinished while its eval.csv stops before its config's env_steps (training evaluates at the end of its
+budget); a ``status.json`` a harvester left in the run dir adds how far it trained (``last_env_step``), and is not
+required. Statistics at a step use only the runs evaluated there.
 
 Everything is recomputed from the runs' CSV logs, so rerunning the command regenerates the report.
 """
@@ -38,8 +48,15 @@ import numpy as np
 
 from kprl import config as C
 from kprl.checkpoint import atomic_write_text
-from kprl.errors import KprlError
-from kprl.evaluation.stats import bootstrap_band, iqm, stratified_bootstrap_ci
+from kprl.errors import ConfigError, KprlError
+from kprl.evaluation.stats import (
+    bootstrap_band,
+    bootstrap_ci,
+    iqm,
+    mean_difference,
+    probability_of_improvement,
+    stratified_bootstrap_ci,
+)
 from kprl.viz.curves import read_csv
 
 # Published cartpole swingup scores from pixels, mean ± std over seeds (the CURL and DrQ papers' tables: Laskin et al. 2020, Kostrikov et al. 2020).
@@ -53,6 +70,17 @@ PUBLISHED: dict[str, dict[int, list[tuple[str, float, float]]]] = {
 }
 TIDY_COLUMNS = ("agent", "task", "seed", "env_step", "episode_return", "wall_hours", "machine", "kprl_version",
                 "kprl_commit")  # fmt: skip
+SCORE_COLUMNS = ("agent", "task", "env_step", "runs", "runs_total", "mean", "std", "iqm", "iqm_ci_low", "iqm_ci_high",
+                 "keypoint_separation", "keypoint_batch_std", "seeds", "wall_hours_mean")  # fmt: skip
+DIFFERENCE_COLUMNS = ("treatment", "control", "task", "env_step", "n_treatment", "n_control", "mean_difference",
+                      "mean_difference_ci_low", "mean_difference_ci_high", "probability_of_improvement",
+                      "probability_of_improvement_ci_low", "probability_of_improvement_ci_high", "note")  # fmt: skip
+# Keypoint collapse diagnostics the keypoint agents log in train.csv (kprl.agents.representations.keypoint_spread),
+# in map coordinates [-1, 1] (2 = the feature map's width); their final-score columns drop the ``train/`` prefix.
+KEYPOINT_COLUMNS = ("train/keypoint_separation", "train/keypoint_batch_std")
+# The final-score keypoint diagnostics average the train.csv rows within this last fraction of the env steps.
+FINAL_WINDOW = 0.1
+ONE_SEED = "one seed: preliminary"
 UNKNOWN = "unknown"
 # Options that say *how* a run executed or was logged, not which method it is: left out of variant labels.
 NOT_METHOD = frozenset(
@@ -95,10 +123,22 @@ class Run:
     machine: str
     kprl_version: str = UNKNOWN
     kprl_commit: str = UNKNOWN
+    env_steps: int = 0
+    status: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def steps(self) -> list[int]:
         return [int(r["env_step"]) for r in self.evals]
+
+    @property
+    def last_step(self) -> int:
+        """The env step of the last evaluation; -1 before the first."""
+        return max(self.steps, default=-1)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run evaluated at the end of its budget (training evaluates once it reaches env_steps)."""
+        return self.last_step >= self.env_steps
 
     def row_at(self, env_step: int) -> dict[str, str] | None:
         """The evaluation row at ``env_step``, if the run has one."""
@@ -158,7 +198,18 @@ def load_run(run_dir: Path) -> Run:
     starts = _runtime_records(run_dir / "runtime.jsonl")
     return Run(run_dir, variant_label(cfg), cfg.agent, cfg.env.task, cfg.seed, read_csv(run_dir / "eval.csv"),
                read_csv(run_dir / "train.csv"), _distinct(r.get("machine") for r in starts),
-               _distinct(r.get("kprl_version") for r in starts), _distinct(_commit(r) for r in starts))  # fmt: skip
+               _distinct(r.get("kprl_version") for r in starts), _distinct(_commit(r) for r in starts),
+               cfg.env_steps, _status(run_dir / "status.json"))  # fmt: skip
+
+
+def _status(path: Path) -> dict[str, Any]:
+    """A harvester's ``status.json`` (``{"finished": bool, "last_env_step": int, ...}``); empty where absent or
+    unreadable, as it is optional."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def split_by_version(runs: Sequence[Run]) -> list[Run]:
@@ -211,50 +262,121 @@ def groups(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
     return out
 
 
+def default_step(runs: Sequence[Run]) -> int:
+    """The largest env step every finished run evaluated at (every run, where none finished): an unfinished run
+    does not hold the table back; it is left out of it instead."""
+    pool = [r for r in runs if r.finished] or list(runs)
+    common = set.intersection(*(set(r.steps) for r in pool))
+    if not common:
+        raise KprlError("the runs share no evaluation step; pass --at")
+    return max(common)
+
+
+def reached(members: Sequence[Run], at: int) -> list[tuple[Run, dict[str, str]]]:
+    """The runs evaluated at env step ``at``, each with that evaluation's row."""
+    return [(r, row) for r in members if (row := r.row_at(at)) is not None]
+
+
 def final_scores(runs: Sequence[Run], at: int | None = None) -> tuple[int, list[dict[str, Any]]]:
-    """Scores at env step ``at`` (default: the largest step every run has an evaluation at) per (agent, task)."""
-    if at is None:
-        common = set.intersection(*(set(r.steps) for r in runs))
-        if not common:
-            raise KprlError("the runs share no evaluation step; pass --at")
-        at = max(common)
+    """Scores at env step ``at`` (default: :func:`default_step`) per (agent, task) over the runs evaluated there
+    (``runs``, of ``runs_total``); a condition none of whose runs got there has no row."""
+    at = default_step(runs) if at is None else at
     rows = []
     for (label, task), members in groups(runs).items():
-        reached = [(r, row) for r in members if (row := r.row_at(at)) is not None]
-        if not reached:
+        there = reached(members, at)
+        if not there:
             continue
-        scores = [float(row["episode_return"]) for _, row in reached]
+        scores = [float(row["episode_return"]) for _, row in there]
         ci = stratified_bootstrap_ci({task: scores}, statistic=iqm)
         rows.append({
-            "agent": label, "task": task, "env_step": at, "runs": len(scores),
+            "agent": label, "task": task, "env_step": at, "runs": len(scores), "runs_total": len(members),
             "mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan"),
             "iqm": ci.estimate, "iqm_ci_low": ci.low, "iqm_ci_high": ci.high,
-            "seeds": " ".join(str(r.seed) for r, _ in reached),
-            "wall_hours_mean": float(np.mean([float(row.get("wall_hours") or "nan") for _, row in reached])),
+            **{column.removeprefix("train/"): final_train_value([r for r, _ in there], column, at)
+               for column in KEYPOINT_COLUMNS},
+            "seeds": " ".join(str(r.seed) for r, _ in there),
+            "wall_hours_mean": float(np.mean([float(row.get("wall_hours") or "nan") for _, row in there])),
         })  # fmt: skip
     return at, rows
 
 
-def scores_markdown(at: int, rows: Sequence[dict[str, Any]]) -> str:
+def train_series(run: Run, column: str, x: str = "env_step") -> tuple[np.ndarray, np.ndarray]:
+    """(``x``, ``column``) of the train.csv rows that have a value in ``column``."""
+    rows = [r for r in run.train if r.get(column) not in (None, "")]
+    return np.array([float(r[x]) for r in rows]), np.array([float(r[column]) for r in rows])
+
+
+def final_train_value(members: Sequence[Run], column: str, at: int) -> float | None:
+    """A train.csv ``column`` near env step ``at``: per run the mean over its rows within the last
+    :data:`FINAL_WINDOW` of env steps up to ``at``, averaged over the runs that have such rows; None where none has
+    (an agent that does not log it)."""
+    per_run = []
+    for run in members:
+        steps, values = train_series(run, column)
+        window = values[(steps >= (1 - FINAL_WINDOW) * at) & (steps <= at)]
+        if window.size:
+            per_run.append(float(window.mean()))
+    return float(np.mean(per_run)) if per_run else None
+
+
+def scores_markdown(at: int, rows: Sequence[dict[str, Any]], runs: Sequence[Run] = ()) -> str:
+    """The final-score table, the keypoint columns where some agent has keypoints, a note on the runs left out or
+    unfinished (:func:`unfinished_note`) and the published numbers at ``at``."""
+    keypoints = any(r["keypoint_separation"] is not None or r["keypoint_batch_std"] is not None for r in rows)
     lines = [
         f"Evaluation return at {at:,} env steps (mean of 10 deterministic episodes per evaluation; over seeds: mean ± "
-        "std and IQM with its 95 % stratified bootstrap CI).",
+        "std and IQM with its 95 % stratified bootstrap CI). runs: the runs evaluated there, of all runs of the agent."
+        + (" Keypoint separation and batch std: train.csv means over the last 10 % of env steps up to there, in map "
+           "coordinates [-1, 1] (near 0: collapsed keypoints)." if keypoints else ""),
         "",
-        "| agent | task | runs | mean ± std | IQM [95 % CI] | wall-clock h (mean) |",
-        "|---|---|---|---|---|---|",
-    ]
+        "| agent | task | runs | mean ± std | IQM [95 % CI] | wall-clock h (mean) |"
+        + (" keypoint separation | keypoint batch std |" if keypoints else ""),
+        "|---|---|---|---|---|---|" + ("---|---|" if keypoints else ""),
+    ]  # fmt: skip
     for r in rows:
         std = "" if np.isnan(r["std"]) else f" ± {r['std']:.0f}"
+        runs_there = str(r["runs"]) if r["runs"] == r["runs_total"] else f"{r['runs']} of {r['runs_total']}"
+        spread = f" {_fmt(r['keypoint_separation'], 3)} | {_fmt(r['keypoint_batch_std'], 3)} |" if keypoints else ""
         lines.append(
-            f"| {r['agent']} | {r['task']} | {r['runs']} | {r['mean']:.0f}{std} | {r['iqm']:.0f} "
-            f"[{r['iqm_ci_low']:.0f}, {r['iqm_ci_high']:.0f}] | {r['wall_hours_mean']:.2f} |"
+            f"| {r['agent']} | {r['task']} | {runs_there} | {r['mean']:.0f}{std} | {r['iqm']:.0f} "
+            f"[{r['iqm_ci_low']:.0f}, {r['iqm_ci_high']:.0f}] | {r['wall_hours_mean']:.2f} |{spread}"
         )
+    lines += unfinished_note(runs, at)
     for task in dict.fromkeys(r["task"] for r in rows):
         published = PUBLISHED.get(task, {}).get(at)
         if published:
             lines += ["", f"Published ({task}, {at:,} env steps, mean ± std over seeds; CURL and DrQ tables):", ""]
             lines += ["| method | return |", "|---|---|"] + [f"| {m} | {v:.0f} ± {s:.0f} |" for m, v, s in published]
     return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    """A number to ``digits`` decimals; blank for None."""
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def unfinished_note(runs: Sequence[Run], at: int) -> list[str]:
+    """Markdown lines (none where every run finished and was evaluated at ``at``): the unfinished runs with their
+    last evaluated env step (and, from a harvester's status.json, the step training got to), and the runs left out
+    of the table at ``at``."""
+    lines = []
+    unfinished = [r for r in runs if not r.finished]
+    if unfinished:
+        lines += ["", f"Unfinished runs (their eval.csv stops before their env_steps), left out of the table where "
+                  f"they are not at {at:,}: " + "; ".join(_progress(r) for r in unfinished) + "."]  # fmt: skip
+    missing = [r for r in runs if r.finished and r.row_at(at) is None]
+    if missing:
+        lines += ["", f"Finished runs without an evaluation at {at:,} env steps, left out of the table: "
+                  + "; ".join(_progress(r) for r in missing) + "."]  # fmt: skip
+    return lines
+
+
+def _progress(run: Run) -> str:
+    """``seed3`` (sac_imm, seed 3): last evaluation at 60,000 env steps[, trained to 64,000 (status.json)]."""
+    step = run.status.get("last_env_step")
+    trained = f", trained to {step:,} (status.json)" if type(step) is int and step > run.last_step else ""
+    last = f"last evaluation at {run.last_step:,} env steps" if run.last_step >= 0 else "no evaluation yet"
+    return f"`{run.run_dir.name}` ({run.label}, seed {run.seed}): {last}{trained}"
 
 
 def reference_curves(reference_dir: Path | None, task: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -287,10 +409,8 @@ def reference_curves(reference_dir: Path | None, task: str) -> dict[str, tuple[n
 
 def imm_loss_series(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
     """(updates, mean IMM loss over each training episode) of a keypoint agent's train.csv."""
-    rows = [r for r in run.train if r.get("train/imm_loss") not in (None, "")]
-    if not rows:
-        return None
-    return np.array([float(r["updates"]) for r in rows]), np.array([float(r["train/imm_loss"]) for r in rows])
+    updates, losses = train_series(run, "train/imm_loss", x="updates")
+    return (updates, losses) if updates.size else None
 
 
 def standalone_imm_losses(imm_run: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -310,6 +430,117 @@ def standalone_imm_losses(imm_run: Path | None) -> dict[str, tuple[np.ndarray, n
     return out
 
 
+def aligned(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-run series (steps, values) on shared steps: (steps, values [runs, steps]). A step is kept where every run
+    that got that far has it; a run that stopped earlier (unfinished) is NaN there, so it counts up to where it got."""
+    maps = [dict(zip(x.tolist(), y.tolist(), strict=True)) for x, y in series]
+    ends = [max(m, default=-np.inf) for m in maps]
+    union = sorted(set().union(*maps))
+    steps = [s for s in union if all(s in m for m, end in zip(maps, ends, strict=True) if end >= s)]
+    values = np.array([[m.get(s, np.nan) for s in steps] for m in maps], dtype=np.float64)
+    return np.array(steps, dtype=np.float64), values
+
+
+def eval_series(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(env steps, evaluation returns) of a run."""
+    return np.array(run.steps, dtype=np.float64), np.array([float(r["episode_return"]) for r in run.evals])
+
+
+def group_name(label: str, members: Sequence[Run]) -> str:
+    """A condition's legend entry: ``sac_ae (3 seeds, 1 unfinished)``."""
+    unfinished = sum(not r.finished for r in members)
+    return (f"{label} ({len(members)} seed{'s' if len(members) > 1 else ''}"
+            + (f", {unfinished} unfinished)" if unfinished else ")"))  # fmt: skip
+
+
+def keypoint_series(runs: Sequence[Run], task: str) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Per :data:`KEYPOINT_COLUMNS` column: condition name -> (env steps, values [seeds, steps]) of the conditions
+    on ``task`` whose runs log it; empty where none does."""
+    out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for column in KEYPOINT_COLUMNS:
+        for (label, t), members in groups(runs).items():
+            series = [train_series(r, column) for r in members]
+            if t == task and any(x.size for x, _ in series):
+                out.setdefault(column, {})[group_name(label, members)] = aligned([s for s in series if s[0].size])
+    return out
+
+
+def parse_comparisons(specs: Sequence[str], labels: Iterable[str]) -> list[tuple[str, str]]:
+    """``TREATMENT:CONTROL`` pairs of condition labels. A label may hold ``:`` itself, so the split is the one
+    that leaves two known labels; an unknown label is a :class:`ConfigError` listing the known ones."""
+    known = list(dict.fromkeys(labels))
+    pairs = []
+    for spec in specs:
+        splits = [(spec[:i], spec[i + 1 :]) for i, c in enumerate(spec) if c == ":"]
+        valid = [pair for pair in splits if pair[0] in known and pair[1] in known]
+        if len(valid) != 1:
+            unknown = dict.fromkeys(side for pair in splits[:1] for side in pair if side not in known) or [spec]
+            raise ConfigError(
+                f"--compare {spec!r}: unknown label {', '.join(map(repr, unknown))} (give TREATMENT:CONTROL); "
+                f"known labels: {', '.join(known)}"
+            )
+        pairs.append(valid[0])
+    return pairs
+
+
+def differences(
+    runs: Sequence[Run], at: int, pairs: Sequence[tuple[str, str]], reps: int = 2000
+) -> list[dict[str, Any]]:
+    """Treatment against control at env step ``at``, one row per pair and task either runs on, over the runs
+    evaluated there: the difference of mean returns (treatment − control) and the probability of improvement
+    P(X_treatment > X_control) of Agarwal et al. (2021, "Deep RL at the edge of the statistical precipice"; rliable),
+    each with a 95 % percentile bootstrap CI (Efron 1979) that resamples each condition's seeds independently
+    (:func:`kprl.evaluation.stats.bootstrap_ci`, seeded). With one seed on a side the CI is a point: the row's note
+    says so. A side without runs at ``at`` leaves the statistics blank."""
+    by_group = groups(runs)
+    rows = []
+    for treatment, control in pairs:
+        tasks = dict.fromkeys(t for (label, t) in by_group if label in (treatment, control))
+        for task in tasks:
+            x, y = (
+                [float(row["episode_return"]) for _, row in reached(by_group.get((label, task), []), at)]
+                for label in (treatment, control)
+            )
+            row: dict[str, Any] = {"treatment": treatment, "control": control, "task": task, "env_step": at,
+                                   "n_treatment": len(x), "n_control": len(y)}  # fmt: skip
+            row.update(_difference_stats(x, y, reps) if x and y else {"note": "no runs at this step on one side"})
+            rows.append(row)
+    return rows
+
+
+def _difference_stats(x: Sequence[float], y: Sequence[float], reps: int) -> dict[str, Any]:
+    """Mean difference and probability of improvement of scores ``x`` over ``y`` with their bootstrap CIs."""
+    out: dict[str, Any] = {"note": ONE_SEED if min(len(x), len(y)) == 1 else ""}
+    for name, statistic in (("mean_difference", mean_difference), ("probability_of_improvement",
+                                                                   probability_of_improvement)):  # fmt: skip
+        ci = bootstrap_ci([x, y], statistic, reps=reps)
+        out.update({name: ci.estimate, f"{name}_ci_low": ci.low, f"{name}_ci_high": ci.high})
+    return out
+
+
+def differences_markdown(at: int, rows: Sequence[dict[str, Any]]) -> str:
+    """The differences as a markdown table, n = 1 marked preliminary."""
+    lines = [
+        f"Treatment against control at {at:,} env steps, over the runs evaluated there: difference of mean evaluation "
+        "returns (treatment − control) and probability of improvement P(treatment > control) (Agarwal et al. 2021), "
+        "each with a 95 % percentile bootstrap CI resampling each condition's seeds independently (Efron). With one "
+        "seed on a side the CI is a point and the comparison preliminary.",
+        "",
+        "| treatment | control | task | runs (treatment, control) | mean difference [95 % CI] | "
+        "P(treatment > control) [95 % CI] | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        diff = poi = ""
+        if "mean_difference" in r:
+            diff = f"{r['mean_difference']:+.0f} [{r['mean_difference_ci_low']:+.0f}, {r['mean_difference_ci_high']:+.0f}]"
+            poi = (f"{r['probability_of_improvement']:.2f} [{r['probability_of_improvement_ci_low']:.2f}, "
+                   f"{r['probability_of_improvement_ci_high']:.2f}]")  # fmt: skip
+        lines.append(f"| {r['treatment']} | {r['control']} | {r['task']} | {r['n_treatment']}, {r['n_control']} | "
+                     f"{diff} | {poi} | {r['note']} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     import io
 
@@ -327,9 +558,11 @@ def write_report(
     reference_dir: Path | None = None,
     imm_run: Path | None = None,
     bootstrap_reps: int = 2000,
+    compare: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write the report of the runs under ``paths`` into ``out``; returns a summary with the files written."""
-    from kprl.viz.report import imm_loss_figure, learning_curves_figure
+    """Write the report of the runs under ``paths`` into ``out``; returns a summary with the files written.
+    ``compare``: ``TREATMENT:CONTROL`` label pairs for ``differences.csv`` / ``.md``."""
+    from kprl.viz.report import imm_loss_figure, keypoint_spread_figure
 
     if not paths:
         raise KprlError("give the run directories (or folders holding them) to report on")
@@ -337,6 +570,7 @@ def write_report(
     if not run_dirs:
         raise KprlError(f"no training runs (config.json + eval.csv) under {', '.join(str(p) for p in paths)}")
     runs = split_by_version([load_run(d) for d in run_dirs])
+    pairs = parse_comparisons(compare, (r.label for r in runs))  # bad labels fail before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -344,28 +578,19 @@ def write_report(
     write_csv(out / "evaluations.csv", tidy_rows(runs), TIDY_COLUMNS)
     written.append(out / "evaluations.csv")
     at, scores = final_scores(runs, at)
-    score_columns = ("agent", "task", "env_step", "runs", "mean", "std", "iqm", "iqm_ci_low", "iqm_ci_high",
-                     "seeds", "wall_hours_mean")  # fmt: skip
-    write_csv(out / "final_scores.csv", scores, score_columns)
-    atomic_write_text(out / "final_scores.md", scores_markdown(at, scores))
+    write_csv(out / "final_scores.csv", scores, SCORE_COLUMNS)
+    atomic_write_text(out / "final_scores.md", scores_markdown(at, scores, runs))
     written += [out / "final_scores.csv", out / "final_scores.md"]
+    diffs = differences(runs, at, pairs, bootstrap_reps)
+    if pairs:
+        write_csv(out / "differences.csv", diffs, DIFFERENCE_COLUMNS)
+        atomic_write_text(out / "differences.md", differences_markdown(at, diffs))
+        written += [out / "differences.csv", out / "differences.md"]
 
     for task in dict.fromkeys(r.task for r in runs):
-        curves = {}
-        for (label, t), members in groups(runs).items():
-            if t != task:
-                continue
-            common = sorted(set.intersection(*(set(r.steps) for r in members)))
-            y = np.array([[r.return_at(s) for s in common] for r in members], dtype=np.float64)
-            curves[f"{label} ({len(members)} seed{'s' if len(members) > 1 else ''})"] = (
-                np.array(common), *bootstrap_band(y, reps=bootstrap_reps))  # fmt: skip
-        references = {
-            f"{name} (published, {y.shape[0]} seeds)": (steps, *bootstrap_band(y, reps=bootstrap_reps))
-            for name, (steps, y) in reference_curves(reference_dir, task).items()
-        }
-        path = out / f"curves_{task}.png"
-        learning_curves_figure(curves, references, task, path)
-        written.append(path)
+        written.append(_write_curves(runs, task, out, reference_dir, bootstrap_reps))
+        if spread := keypoint_series(runs, task):
+            written.append(keypoint_spread_figure(spread, task, out / f"keypoints_{task}.png"))
 
     rl_losses = {f"{r.label} seed {r.seed}": s for r in runs if (s := imm_loss_series(r)) is not None}
     if rl_losses:
@@ -380,4 +605,22 @@ def write_report(
             target.parent.mkdir(exist_ok=True)
             shutil.copyfile(figures[-1], target)
             written.append(target)
-    return {"runs": len(runs), "env_step": at, "scores": scores, "written": [str(p) for p in written]}
+    return {"runs": len(runs), "env_step": at, "scores": scores, "differences": diffs,
+            "written": [str(p) for p in written]}  # fmt: skip
+
+
+def _write_curves(runs: Sequence[Run], task: str, out: Path, reference_dir: Path | None, reps: int) -> Path:
+    """``curves_<task>.png``: each condition's mean return with its bootstrap band (unfinished runs up to where
+    they got) beside the published curves."""
+    from kprl.viz.report import learning_curves_figure
+
+    curves = {}
+    for (label, t), members in groups(runs).items():
+        if t == task:
+            steps, y = aligned([eval_series(r) for r in members])
+            curves[group_name(label, members)] = (steps, *bootstrap_band(y, reps=reps))
+    references = {
+        f"{name} (published, {y.shape[0]} seeds)": (steps, *bootstrap_band(y, reps=reps))
+        for name, (steps, y) in reference_curves(reference_dir, task).items()
+    }
+    return learning_curves_figure(curves, references, task, out / f"curves_{task}.png")

@@ -3,12 +3,16 @@ recommend: interquartile mean (IQM) and percentile confidence intervals from a s
 
 Scores are given per task as arrays of one number per run (seed). The bootstrap resamples runs with replacement
 *within each task* (stratified), recomputes the statistic on the pooled resample, and takes the 2.5 and 97.5
-percentiles of the replicates. Pure numpy; the rliable package that implements this is archived.
+percentiles of the replicates (Efron's percentile bootstrap: Efron 1979, "Bootstrap methods: another look at the
+jackknife"; Efron & Tibshirani 1993, "An introduction to the bootstrap"). Two conditions are compared by the
+difference of their means and by the probability of improvement P(X > Y) of Agarwal et al. (2021), each with a
+bootstrap interval that resamples the runs of either condition independently. Pure numpy; the rliable package that
+implements this is archived.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -44,6 +48,35 @@ class Interval(NamedTuple):
     high: float
 
 
+def bootstrap_ci(
+    samples: Sequence[ArrayLike],
+    statistic: Callable[..., float],
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """``statistic(*samples)`` and its percentile bootstrap interval (Efron 1979; Efron & Tibshirani 1993).
+
+    Each of ``reps`` replicates draws, for every sample independently, as many values as it has, with replacement,
+    and recomputes the statistic; the interval is the replicates' central ``confidence`` percentile range. Seeded:
+    the same inputs give the same interval. Two samples (treatment, control) and a two-sample statistic
+    (:func:`mean_difference`, :func:`probability_of_improvement`) give the difference's interval with the runs of
+    either condition resampled independently; with one run a sample, every replicate equals the estimate and the
+    interval is a point."""
+    parts = [np.asarray(v, dtype=np.float64).ravel() for v in samples]
+    if not parts or any(v.size == 0 for v in parts):
+        raise ValueError("every sample needs at least one score")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    replicates = np.empty(reps)
+    for r in range(reps):
+        replicates[r] = statistic(*[v[rng.integers(0, v.size, v.size)] for v in parts])
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(replicates, [tail, 100 - tail])
+    return Interval(float(statistic(*parts)), float(low), float(high))
+
+
 def stratified_bootstrap_ci(
     scores: Mapping[str, ArrayLike] | ArrayLike,
     statistic: Statistic = iqm,
@@ -54,20 +87,28 @@ def stratified_bootstrap_ci(
     """``statistic`` of the pooled scores and its percentile bootstrap interval.
 
     ``scores``: per-task arrays of per-run scores (a mapping), or one array for a single task. Each replicate draws,
-    for every task independently, as many runs as it has, with replacement."""
-    per_task = [np.asarray(v, dtype=np.float64).ravel() for v in (scores.values() if isinstance(scores, Mapping) else [scores])]
-    if not per_task or any(v.size == 0 for v in per_task):
+    for every task independently, as many runs as it has, with replacement (:func:`bootstrap_ci`)."""
+    per_task = list(scores.values()) if isinstance(scores, Mapping) else [scores]
+    if not per_task:
         raise ValueError("every task needs at least one score")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    rng = np.random.default_rng(seed)
-    estimate = statistic(np.concatenate(per_task))
-    replicates = np.empty(reps)
-    for r in range(reps):
-        replicates[r] = statistic(np.concatenate([v[rng.integers(0, v.size, v.size)] for v in per_task]))
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(replicates, [tail, 100 - tail])
-    return Interval(float(estimate), float(low), float(high))
+    return bootstrap_ci(per_task, lambda *parts: statistic(np.concatenate(parts)), reps, confidence, seed)
+
+
+def mean_difference(treatment: ArrayLike, control: ArrayLike) -> float:
+    """Mean of the treatment's scores minus mean of the control's."""
+    return mean(treatment) - mean(control)
+
+
+def probability_of_improvement(treatment: ArrayLike, control: ArrayLike) -> float:
+    """P(X > Y) + P(X = Y) / 2 for a random treatment run X and a random control run Y: the Mann-Whitney U statistic
+    over the number of pairs, Agarwal et al. (2021)'s probability of improvement on one task (rliable's
+    ``probability_of_improvement``). 0.5: neither condition tends to score higher; 1: every treatment run beats
+    every control run."""
+    x = np.asarray(treatment, dtype=np.float64).ravel()[:, None]
+    y = np.asarray(control, dtype=np.float64).ravel()[None, :]
+    if x.size == 0 or y.size == 0:
+        raise ValueError("probability of improvement of no scores")
+    return float(((x > y) + 0.5 * (x == y)).mean())
 
 
 def bootstrap_band(
@@ -75,13 +116,21 @@ def bootstrap_band(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean learning curve over runs with a pointwise bootstrap interval of that mean.
 
-    ``curves``: [runs, points]. Returns (mean, low, high), each [points]. Runs are resampled as wholes, so the band
-    at every point comes from the same replicates."""
+    ``curves``: [runs, points], NaN where a run has no value (an unfinished run, past its last evaluation): each
+    point's mean is over the runs that have it. Returns (mean, low, high), each [points]. Runs are resampled as
+    wholes, so the band at every point comes from the same replicates; a replicate that drew no run having a point
+    is left out of that point's interval."""
     y = np.asarray(curves, dtype=np.float64)
     if y.ndim != 2 or y.shape[0] == 0:
         raise ValueError(f"curves must be [runs, points] with at least one run, got shape {y.shape}")
+    present = ~np.isnan(y)
+    if not present.any(axis=0).all():
+        raise ValueError("every point needs a value of at least one run")
+    values = np.where(present, y, 0.0)
     rng = np.random.default_rng(seed)
-    replicates = y[rng.integers(0, y.shape[0], (reps, y.shape[0]))].mean(axis=1)  # [reps, points]
+    drawn = rng.integers(0, y.shape[0], (reps, y.shape[0]))
+    with np.errstate(invalid="ignore"):  # 0 / 0: a replicate without the point, NaN, left out below
+        replicates = values[drawn].sum(axis=1) / present[drawn].sum(axis=1)  # [reps, points]
     tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(replicates, [tail, 100 - tail], axis=0)
-    return y.mean(axis=0), low, high
+    low, high = np.nanpercentile(replicates, [tail, 100 - tail], axis=0)
+    return values.sum(axis=0) / present.sum(axis=0), low, high

@@ -1,4 +1,5 @@
-"""Figures of `kprl report`: learning curves with bootstrap bands beside published curves, and IMM losses."""
+"""Figures of `kprl report`: learning curves with bootstrap bands beside published curves, IMM losses, and the
+keypoint agents' collapse diagnostics."""
 
 from __future__ import annotations
 
@@ -58,6 +59,37 @@ def imm_loss_figure(
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def keypoint_spread_figure(
+    spread: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], task: str, out: Path
+) -> Path:
+    """Keypoint separation and batch std against env steps, one panel each: per condition the mean over seeds
+    (thick) and each seed (thin); ``spread``: train.csv column -> condition -> (env steps, values [seeds, steps],
+    NaN where a seed has no value). Collapsed keypoints (all on one spot) bring both to 0."""
+    plt = _pyplot()
+    titles = {"train/keypoint_separation": "separation: mean distance between two keypoints",
+              "train/keypoint_batch_std": "batch std: how far a keypoint moves across a batch"}  # fmt: skip
+    names = list(dict.fromkeys(name for column in titles for name in spread.get(column, {})))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4 + 0.25 * len(names)))
+    for ax, (column, title) in zip(axes, titles.items(), strict=True):
+        for name, (x, y) in spread.get(column, {}).items():
+            color = f"C{names.index(name)}"
+            for seed_values in y:
+                ax.plot(x, seed_values, color=color, lw=0.6, alpha=0.35)
+            ax.plot(x, np.nanmean(y, axis=0), color=color, lw=1.8, label=name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("environment steps (incl. action repeat)")
+        ax.set_ylabel("map units (coordinates in [-1, 1])")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", fontsize=8, frameon=False)
+    fig.suptitle(f"{task}: keypoint collapse diagnostics (mean over seeds, thin: each seed; both near 0: collapse)")
+    fig.tight_layout(rect=(0, 0.06 * len(names), 1, 1))
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out

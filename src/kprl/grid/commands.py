@@ -1,0 +1,116 @@
+"""``kprl grid status | run | harvest``: the queue's three commands, as functions that return what they print."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from kprl.errors import ConfigError
+from kprl.grid.code import pin_code, pinned_provenance
+from kprl.grid.estimate import CalibrationCache, machine_key, observed_hours
+from kprl.grid.harvest import foreign_runs, harvest
+from kprl.grid.jobs import GridHome, launch
+from kprl.grid.queue import HoursFn, grid_states, plan, usable_cores
+from kprl.grid.spec import Grid, Job
+
+
+def this_machine() -> str:
+    """This CPU as runs record it (:func:`kprl.hardware.describe_machine` and the precision ``auto`` picks): the key
+    of speed estimates (:func:`kprl.grid.estimate.machine_key`)."""
+    import torch
+
+    from kprl.hardware import describe_machine, resolve_precision
+
+    cpu = torch.device("cpu")
+    return machine_key({"machine": describe_machine(cpu), "precision": resolve_precision("auto", cpu)})
+
+
+def status_lines(grid: Grid, home: GridHome) -> list[str]:
+    """One line per job: state, env steps, machine; then the counts per state."""
+    states = grid_states(grid, home)
+    width = max(len(s.job.name) for s in states)
+    lines = [f"{grid.name}: {len(states)} jobs (grid home {home.root / grid.name}, results {grid.results})"]
+    for s in states:
+        steps = f"{s.env_step:>7d}/{s.env_steps or grid.config(s.job.row.name).env_steps}" if s.env_step else ""
+        where = ""
+        if s.launch is not None and s.state in ("running", "interrupted"):
+            where = f"{s.launch.host}, {s.launch.threads} threads, {s.machine}"
+        elif s.machine:
+            where = s.machine
+        lines.append(f"  {s.job.name:<{width}}  {s.state:<11}  {steps:<15}  {where}".rstrip())
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    lines.append("  " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    return lines
+
+
+def estimator(grid: Grid, home: GridHome, machine: str, cores: int) -> HoursFn:
+    """Hours of a whole run of a job's row on this machine: observed if its runs ran here, else calibrated."""
+    cache = CalibrationCache(home.root / "speed.json")
+    memo: dict[tuple[str, int], float] = {}
+
+    def row_dirs(row: str) -> list[Path]:
+        names = [job.name for job in grid.jobs() if job.row.name == row]
+        return [d for n in names for d in (home.run_dir(n), grid.results / "runs" / n) if d.is_dir()]
+
+    def estimate(job: Job, threads: int) -> float:
+        key = (job.row.name, threads)
+        if key not in memo:
+            cfg = grid.config(job.row.name)
+            seen = observed_hours(row_dirs(job.row.name), cfg.env_steps, machine, threads)
+            memo[key] = seen if seen is not None else cache.hours(machine, cfg, threads, cores)
+        return memo[key]
+
+    return estimate
+
+
+def run_what_fits(grid: Grid, home: GridHome, hours: float, fill: bool = False, cores: int | None = None,
+                  estimate: HoursFn | None = None) -> list[str]:  # fmt: skip
+    """Start (in the background) the jobs that :func:`kprl.grid.queue.plan` picks; lines saying what was done."""
+    if not hours > 0:
+        raise ConfigError(f"--hours must be > 0, got {hours}")
+    cores = usable_cores() if cores is None else cores
+    machine = this_machine()
+    states = grid_states(grid, home)
+    busy = sum(s.launch.threads for s in states if s.state == "running" and s.launch is not None)
+    decisions = plan(states, hours, cores, busy, estimate or estimator(grid, home, machine, cores), fill)
+    if not decisions:
+        todo = sum(s.state in ("todo", "unfinished", "interrupted") for s in states)
+        reason = "no free core" if busy >= cores else f"no job fits {hours:.2f} h (--fill starts one anyway)"
+        return [f"nothing started: {reason}; {todo} jobs left"]
+    pinned = pin_code(home.root)
+    lines = []
+    for d in decisions:
+        previous = d.state.launch if d.state.state == "interrupted" else None
+        if previous is not None and not Path(previous.pythonpath).is_dir():
+            lines.append(f"{d.state.job.name}: not resumed: its pinned code {previous.pythonpath} is gone")
+            continue
+        code = pinned_provenance(Path(previous.pythonpath) if previous else pinned)
+        record = launch(d.state.job, home, pinned, code, d.threads, machine, previous)
+        lines.append(f"{d.state.job.name}: {d.reason}; pid {record.pid}, log {home.log_path(d.state.job.name)}")
+    return lines
+
+
+def harvest_lines(grid: Grid, home: GridHome, sources: Sequence[Path] = (), report: bool = True) -> list[str]:
+    """Harvest into results/ and (unless ``report`` is False) regenerate the report from the harvested runs."""
+    lines = harvest(grid, home, sources) or ["nothing to harvest"]
+    foreign = foreign_runs(grid)
+    if foreign:
+        lines.append(f"left alone in {grid.results / 'runs'} (no job of this grid): {', '.join(foreign)}")
+    if report:
+        lines.append(write_grid_report(grid))
+    return lines
+
+
+def write_grid_report(grid: Grid) -> str:
+    """``kprl report`` of the grid's harvested runs into its results folder, at the grid's budget."""
+    from kprl.config import PUBLISHED_CURVES
+    from kprl.report import write_report
+
+    folders = (grid.results / "runs" / job.name for job in grid.jobs())
+    runs = [p for p in folders if (p / "config.json").is_file()]
+    if not runs:
+        return "no report: no harvested runs"
+    write_report(runs, grid.results, grid.env_steps, PUBLISHED_CURVES, grid.imm_run)
+    return f"report written to {grid.results}"
