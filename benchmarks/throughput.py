@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import resource
-import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -38,6 +37,7 @@ from kprl.config import SEED_AGENT_STEPS, TrainConfig, render_size  # noqa: E402
 from kprl.envs.dmc import DMCEnv  # noqa: E402
 from kprl.hardware import keep_freed_memory  # noqa: E402
 from kprl.replay import FrameReplay  # noqa: E402
+from kprl.speed import filled_replay, time_acting, time_updates  # noqa: E402
 
 OBS_SHAPE = (9, 84, 84)
 ACTION_DIM = 1
@@ -47,19 +47,6 @@ RUN_ENV_STEPS = 100_000
 ACTION_REPEAT = 8
 EVALS = RUN_ENV_STEPS // 10_000 + 1  # every 10k env steps and at the start
 EVAL_EPISODES = 10
-
-
-def filled_replay(transitions: int = 2000, episode_len: int = 125, side: int = 84) -> FrameReplay:
-    """A replay holding random ``side`` px frames in episodes of cartpole length."""
-    rng = np.random.default_rng(0)
-    episodes = transitions // episode_len
-    replay = FrameReplay(transitions + episodes + 1, (3, side, side), ACTION_DIM, frame_stack=3)
-    for _ in range(episodes):
-        replay.add_first(rng.integers(0, 256, (3, side, side), dtype=np.uint8))
-        for _ in range(episode_len):
-            replay.add(rng.uniform(-1, 1, ACTION_DIM).astype(np.float32), 0.5, 1.0,
-                       rng.integers(0, 256, (3, side, side), dtype=np.uint8))  # fmt: skip
-    return replay
 
 
 def config(agent_name: str, path: str, augmentation: str = "none") -> TrainConfig:
@@ -75,11 +62,6 @@ def build(agent_name: str, path: str, device: str, augmentation: str = "none") -
     return make_agent(cfg, (OBS_SHAPE[0], side, side), ACTION_DIM, device)
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def flops_per_update(agent: SACAgent, replay: FrameReplay, device: str) -> float:
     """FLOPs of one update at step 0 and one at step 1 (the actor and targets update every second step), averaged."""
     rng = np.random.default_rng(1)
@@ -90,44 +72,16 @@ def flops_per_update(agent: SACAgent, replay: FrameReplay, device: str) -> float
     return counter.get_total_flops() / 2
 
 
-def time_updates(agents: dict[str, SACAgent], replay: FrameReplay, updates: int, warmup: int, device: str) -> dict:
-    """Seconds per update of each agent, measured in alternating rounds so machine noise hits all alike."""
-    rng = np.random.default_rng(0)
-    # Each agent gets batches with the IMM target its objectives ask for (none, the next observation, or one
-    # `--imm-target-offset` steps later, which the fast path must encode on its own).
-    offsets = {agent.target_offset for agent in agents.values()}
-    batches = {k: [replay.sample(BATCH, rng, target_offset=k, device=device) for _ in range(4)] for k in offsets}
-    seconds = {name: [] for name in agents}
-    for step in range(warmup + updates):
-        for name, agent in agents.items():
-            own = batches[agent.target_offset]
-            batch = own[step % len(own)]
-            sync(device)
-            t0 = time.perf_counter()
-            agent.update(batch, step)
-            sync(device)
-            if step >= warmup:
-                seconds[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(s)) for name, s in seconds.items()}
-
-
 def time_env(agent: SACAgent, side: int = 84, steps: int = 250) -> dict:
     """Env steps/s while the agent acts (rendering + one forward pass per action), and one evaluation's seconds."""
     env = DMCEnv("cartpole_swingup", image_size=side, seed=0)
-    step = env.reset()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step = env.step(agent.act(step.obs, deterministic=False))
-        if step.last:
-            step = env.reset()
-    elapsed = time.perf_counter() - t0
-    agent_steps_per_s = steps / elapsed
-    env.close()
+    action_repeat = env.action_repeat
+    agent_steps_per_s = time_acting(agent, env, steps)
     return {
         "agent_steps_per_second": round(agent_steps_per_s, 1),
-        "env_steps_per_second": round(agent_steps_per_s * env.action_repeat, 1),
-        "action_repeat": env.action_repeat,
-        "eval_seconds_10_episodes": round(EVAL_EPISODES * 1000 / env.action_repeat / agent_steps_per_s, 1),
+        "env_steps_per_second": round(agent_steps_per_s * action_repeat, 1),
+        "action_repeat": action_repeat,
+        "eval_seconds_10_episodes": round(EVAL_EPISODES * 1000 / action_repeat / agent_steps_per_s, 1),
     }
 
 

@@ -214,3 +214,18 @@ def test_observed_speed_reads_train_csv_past_the_seed_phase(tmp_path: Path) -> N
     assert observed_hours([run, other], 100_000, "cpu X, 2 cores, bf16", 1) == pytest.approx(3.0)  # median of 2e-5 and 4e-5 h per env step
     short = fake_run(tmp_path / "r3", "cpu X, 2 cores", 1, [(9000, 1, 0.0), (10000, 2, 0.1)])
     assert observed_hours([short], 100_000, "cpu X, 2 cores, bf16", 1) is None
+
+
+def test_cli_exports_pending_jobs_and_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from kprl.cli import main
+
+    path = write_grid(tmp_path, TWO_ROWS, '[[stage]]\nrows = ["a", "b"]\nseeds = [4]')
+    home = str(tmp_path / "home")
+    assert main(["grid", "export", str(path), "--home", home, "--count", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == [{"name": "a-s4", "argv": [*TINY, "--agent", "sac_ae", "--seed", "4"]}]
+    assert main(["grid", "status", str(tmp_path / "missing.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kprl: error: no grid file") and err.count("\n") == 1
+    assert main(["grid", "run", str(path), "--home", home, "--hours", "0"]) == 2
+    assert "--hours must be > 0" in capsys.readouterr().err

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 SUBCOMMANDS = ("train", "eval", "plot", "report", "sweep", "tune", "grid", "collect", "imm", "keypoints", "doctor")
 IMM_SUBCOMMANDS = ("train", "figure", "eval")
-GRID_SUBCOMMANDS = ("status", "run", "harvest")
+GRID_SUBCOMMANDS = ("status", "run", "harvest", "export")
 
 
 @dataclass
@@ -117,6 +117,15 @@ class GridHarvestArgs(GridArgs):
     repeatable."""
     report: bool = True
     """Regenerate the report (kprl report) of the harvested runs."""
+
+
+@dataclass
+class GridExportArgs(GridArgs):
+    """Print the next jobs that are neither done nor running here as JSON lines, for the GPU script
+    (experiments/gpu/run_grid.sh); bring its runs back with `kprl grid harvest --sources`."""
+
+    count: int = 8
+    """How many jobs."""
 
 
 @dataclass
@@ -420,10 +429,11 @@ def cmd_collect(args: list[str]) -> int:
 
 def cmd_grid(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help"):
-        print("usage: kprl grid {status,run,harvest} GRID_FILE [--help] [options]\n")
+        print("usage: kprl grid {status,run,harvest,export} GRID_FILE [--help] [options]\n")
         print("  status   every job of the grid: done, running (env step, machine), interrupted, to do")
         print("  run      start in the background what fits the hours left (resumes interrupted jobs first)")
         print("  harvest  copy runs' logs into results/ (finished or not) and regenerate the report")
+        print("  export   the next jobs as JSON lines, for a machine that runs them elsewhere (the GPU script)")
         return 0 if args else 2
     from kprl.grid import commands
     from kprl.grid.jobs import GridHome, default_home
@@ -432,7 +442,7 @@ def cmd_grid(args: list[str]) -> int:
     sub, rest = args[0], args[1:]
     if sub not in GRID_SUBCOMMANDS:
         raise KprlError(f"unknown command 'grid {sub}' (choose from {', '.join(GRID_SUBCOMMANDS)})")
-    kind = {"status": GridArgs, "run": GridRunArgs, "harvest": GridHarvestArgs}[sub]
+    kind = {"status": GridArgs, "run": GridRunArgs, "harvest": GridHarvestArgs, "export": GridExportArgs}[sub]
     ga = parse(kind, rest, f"kprl grid {sub}")
     grid = load_grid(ga.grid)
     home = GridHome(ga.home or default_home(), grid.name)
@@ -440,6 +450,8 @@ def cmd_grid(args: list[str]) -> int:
         lines = commands.run_what_fits(grid, home, ga.hours, ga.fill)
     elif isinstance(ga, GridHarvestArgs):
         lines = commands.harvest_lines(grid, home, ga.sources, ga.report)
+    elif isinstance(ga, GridExportArgs):
+        lines = commands.export_jobs(grid, home, ga.count)
     else:
         lines = commands.status_lines(grid, home)
     print("\n".join(lines))

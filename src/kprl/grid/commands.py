@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,6 +93,15 @@ def run_what_fits(grid: Grid, home: GridHome, hours: float, fill: bool = False, 
     return lines
 
 
+def export_jobs(grid: Grid, home: GridHome, count: int) -> list[str]:
+    """JSON lines ``{"name", "argv"}`` of the next ``count`` jobs neither done nor running here, for a machine that
+    does not run the queue itself (experiments/gpu/run_grid.sh); harvest its runs with ``--sources``."""
+    if count < 1:
+        raise ConfigError(f"--count must be >= 1, got {count}")
+    pending = [s for s in grid_states(grid, home) if s.state in ("interrupted", "todo", "unfinished")]
+    return [json.dumps({"name": s.job.name, "argv": s.job.train_args()}) for s in pending[:count]]
+
+
 def harvest_lines(grid: Grid, home: GridHome, sources: Sequence[Path] = (), report: bool = True) -> list[str]:
     """Harvest into results/ and (unless ``report`` is False) regenerate the report from the harvested runs."""
     lines = harvest(grid, home, sources) or ["nothing to harvest"]
@@ -104,13 +114,23 @@ def harvest_lines(grid: Grid, home: GridHome, sources: Sequence[Path] = (), repo
 
 
 def write_grid_report(grid: Grid) -> str:
-    """``kprl report`` of the grid's harvested runs into its results folder, at the grid's budget."""
+    """``kprl report`` of the grid's harvested runs into its results folder, with each row's difference to the row
+    it is compared to (both must have harvested runs)."""
     from kprl.config import PUBLISHED_CURVES
-    from kprl.report import write_report
+    from kprl.report import load_run, split_by_version, write_report
 
-    folders = (grid.results / "runs" / job.name for job in grid.jobs())
-    runs = [p for p in folders if (p / "config.json").is_file()]
-    if not runs:
+    harvested = [(job.row.name, grid.results / "runs" / job.name) for job in grid.jobs()]
+    harvested = [(row, d) for row, d in harvested if (d / "config.json").is_file()]
+    if not harvested:
         return "no report: no harvested runs"
-    write_report(runs, grid.results, grid.env_steps, PUBLISHED_CURVES, grid.imm_run)
-    return f"report written to {grid.results}"
+    runs = split_by_version([load_run(d) for _, d in harvested])
+    labels: dict[str, set[str]] = {}
+    for (row, _), run in zip(harvested, runs, strict=True):
+        labels.setdefault(row, set()).add(run.label)
+    pairs = [
+        f"{next(iter(labels[row]))}:{next(iter(labels[parent]))}"
+        for row, parent in grid.comparisons()
+        if len(labels.get(row, ())) == 1 and len(labels.get(parent, ())) == 1
+    ]
+    write_report([d for _, d in harvested], grid.results, None, PUBLISHED_CURVES, grid.imm_run, compare=pairs)
+    return f"report written to {grid.results}" + (f" ({len(pairs)} comparisons)" if pairs else "")

@@ -1,6 +1,7 @@
 """Harvest: copy the logs of a grid's runs into results/ (finished or not), then regenerate its report.
 
-Per job, ``RESULTS/runs/<job>/`` gets config.json, eval.csv, train.csv, runtime.jsonl, the last IMM example figure,
+Per job, ``RESULTS/runs/<job>/`` gets config.json, eval.csv, train.csv, runtime.jsonl (and the GPU script's
+gpu_status.json), the last IMM example figure,
 the last evaluation video, and ``status.json`` (finished or not, the last env step, the machine and code). Sources
 are the grid home's run directories and any folders or ``.tar.gz`` archives of run directories named after jobs (the
 GPU script's output). A source replaces what results/ holds only if it got at least as far, so harvesting is safe
@@ -24,7 +25,7 @@ from kprl.grid.jobs import GridHome, last_env_step, progress, run_budget
 from kprl.grid.queue import STATUS_FILE, harvested_status
 from kprl.grid.spec import Grid, Job
 
-LOG_FILES = ("config.json", "eval.csv", "train.csv", "runtime.jsonl")
+LOG_FILES = ("config.json", "eval.csv", "train.csv", "runtime.jsonl", "gpu_status.json")
 # The newest file of each pattern (names carry a zero-padded env step, so the last in name order is the newest).
 LAST_OF = (("figures", "imm_example_*.png"), ("videos", "eval_*.mp4"))
 
