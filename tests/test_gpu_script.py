@@ -176,7 +176,19 @@ def test_load_jobs_checks_each_line(tmp_path):
     jobs.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n")
     with pytest.raises(ValueError, match="used twice"):
         launch.load_jobs(jobs)
-    assert len(launch.load_jobs(GPU / "jobs_round1.jsonl")) == 4  # the example that ships
+
+
+def test_the_launcher_reads_what_kprl_grid_export_writes(tmp_path, capsys):
+    from kprl.cli import main
+    from kprl.grid.spec import load_grid
+
+    grid = GPU.parent / "cartpole_100k.toml"
+    assert main(["grid", "export", str(grid), "--home", str(tmp_path / "home"), "--count", "9"]) == 0
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(capsys.readouterr().out)
+    loaded = launch.load_jobs(jobs)
+    expected = {job.name: job.train_args() for job in load_grid(grid).jobs()}
+    assert len(loaded) == 9 and all(job.argv == expected[job.name] for job in loaded)
 
 
 def test_threads_share_the_cores():
