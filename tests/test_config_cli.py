@@ -132,3 +132,10 @@ def test_unusable_rendering_backend_is_one_line_naming_mujoco_gl(backend: str, t
     assert err.startswith("kprl: error: dm_control cannot start its renderer with MUJOCO_GL=")
     assert len(err.splitlines()) == 1 and "MUJOCO_GL=egl" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_version(capsys) -> None:
+    from kprl import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"kprl {__version__}\n"

@@ -521,8 +521,14 @@ def cmd_doctor(args: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kprl`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        from kprl import __version__
+
+        print(f"kprl {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: kprl {train,eval,plot,report,sweep,tune,collect,imm,keypoints,doctor} [--help] [options]\n")
+        print("usage: kprl {train,eval,plot,report,sweep,tune,grid,collect,imm,keypoints,doctor} [--help] [options]")
+        print("       kprl --version\n")
         print("  train    train (or resume) an agent on a dm_control task from pixels")
         print("  eval     re-evaluate a saved agent, optionally writing a video")
         print("  plot     draw a run's learning curve (curves.png)")
