@@ -139,3 +139,15 @@ def test_version(capsys) -> None:
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"kprl {__version__}\n"
+
+
+def test_rl_commands_on_a_standalone_imm_run_point_to_the_imm_commands(tmp_path, capsys) -> None:
+    run = tmp_path / "imm"
+    run.mkdir()
+    (run / "config.json").write_text('{"data": "data/cartpole", "run_dir": "runs/imm", "steps": 10}')
+    (run / "train.csv").write_text("step,loss\n1,0.5\n")
+    assert main(["plot", "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"kprl: error: {run} is a `kprl imm train` run, not an RL run: use `kprl imm figure --run-dir {run}`\n"
+    assert main(["eval", "--run-dir", str(run)]) == 2
+    assert "use `kprl imm eval --run-dir" in capsys.readouterr().err

@@ -271,3 +271,30 @@ def test_keypoints_command_bad_input_writes_nothing(tmp_path: Path) -> None:
     assert out.read_bytes() == b"old"
     with pytest.raises(ConfigError, match=r"\.npz"):
         keypoints_command(run_dir, tmp_path / "grey.npz", tmp_path / "kp.csv")
+
+
+def test_frames_of_the_training_size_are_centre_cropped_not_resized(tmp_path: Path) -> None:
+    model = tiny_model()
+    model.keynet = CentroidKeyNet()
+    side = MODEL_SIZE + C.CROP_MARGIN
+    offset = C.CROP_MARGIN // 2
+    dots = [(offset + 3, offset + 5), (side // 2, side // 2), (offset + MODEL_SIZE - 2, offset + 1)]
+    frames = dot_frames(side, side, dots)
+    frames[:, 1, 1] = 255  # a second dot in the margin, which the centre crop leaves out
+    cropped = detect(model, MODEL_SIZE, frames, "cpu", frame_size=side)
+    # The model saw the crop: only the inner dot, found exactly, in the input frame's pixels.
+    np.testing.assert_allclose(cropped[:, 0], np.array(dots) + 0.5, rtol=0, atol=1e-4)
+    resized = detect(model, MODEL_SIZE, frames, "cpu")
+    assert np.abs(resized[:, 0] - (np.array(dots) + 0.5)).min() > 1.0  # resized, it sees both dots
+    # Another size, or no training size known: resized.
+    np.testing.assert_allclose(detect(model, MODEL_SIZE, frames, "cpu", frame_size=side + 2), resized, atol=1e-6)
+
+    run_dir = tmp_path / "run"
+    write_checkpoint(run_dir, step=3)  # no frame_size recorded: kprl collect's default, model + crop margin
+    np.savez(tmp_path / "frames.npz", frames=frames)
+    summary = keypoints_command(run_dir, tmp_path / "frames.npz", tmp_path / "kp.npz")
+    assert summary["frames_fed"].startswith("centre crop")
+    np.savez(tmp_path / "small.npz", frames=dot_frames(40, 56, dots[:1]))
+    assert keypoints_command(run_dir, tmp_path / "small.npz", tmp_path / "kp2.npz")["frames_fed"] == (
+        f"resized to {MODEL_SIZE} px"
+    )

@@ -590,6 +590,18 @@ def load_json(cls: type, path: Path) -> Any:
     return from_dict(cls, data)
 
 
+def require_rl_run(run_dir: Path, command: str) -> None:
+    """A one-line :class:`ConfigError` when ``run_dir`` holds a standalone IMM run (``kprl imm train``: its config
+    names a frame dataset and no agent) rather than the RL run ``command`` works on, saying which command fits."""
+    try:
+        data = json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(data, dict) and "data" in data and "agent" not in data:
+        instead = {"kprl plot": "kprl imm figure", "kprl eval": "kprl imm eval"}.get(command, "the kprl imm commands")
+        raise ConfigError(f"{run_dir} is a `kprl imm train` run, not an RL run: use `{instead} --run-dir {run_dir}`")
+
+
 def config_differences(stored: dict[str, Any], requested: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted names of options whose values differ between two :func:`to_dict` dicts (resumable ones ignored)."""
     diffs: list[str] = []

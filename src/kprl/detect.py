@@ -1,9 +1,11 @@
 """Keypoints of a trained IMM model on a user's frames (``kprl keypoints``).
 
 Frames come from an ``.npz`` holding a ``frames`` array (uint8 ``[N, H, W, 3]``), a folder of ``.png`` files or a
-video. Frames whose size differs from the model's (``model_size`` x ``model_size``) are resized to it with an
-antialiased bilinear filter (``align_corners=False``); **non-square frames are allowed and are stretched to the
-square**. The keypoints are mapped back to the input frames' own pixels, so they are always reported as (x, y)
+video. Frames of the size the model was trained on (a `kprl collect` dataset's, e.g. 100 px for an 84 px model) are
+centre-cropped to the model's input, as training and `kprl imm eval` do; other frames whose size differs from the
+model's (``model_size`` x ``model_size``) are resized to it with an antialiased bilinear filter
+(``align_corners=False``); **non-square frames are allowed and are stretched to the square**. The summary says which
+(``frames_fed``). The keypoints are mapped back to the input frames' own pixels, so they are always reported as (x, y)
 with x right, y down and the origin at the top-left *corner* of the top-left pixel (the centre of pixel column i,
 row j is (i + 0.5, j + 0.5); `kprl.nets.keypoints` conventions). With ``align_corners=False`` resizing maps
 pixel-corner coordinates linearly, so the mapping back is an exact scaling by W / model_size and H / model_size
@@ -231,28 +233,46 @@ def scale_to_frame(
     return (np.asarray(points, dtype=np.float64) * scale).astype(np.float32)
 
 
+def fits_by_crop(height: int, width: int, model_size: int, frame_size: int) -> bool:
+    """Whether frames of ``height`` x ``width`` are the frames a standalone IMM was trained on (square, of the
+    dataset's ``frame_size``, larger than the model's input): then the model sees their centre crop, as in training
+    and `kprl imm eval`; any other frame is resized to the model's input."""
+    return height == width == frame_size and frame_size > model_size
+
+
 @torch.no_grad()
 def detect(
-    model: IMM, model_size: int, frames: np.ndarray, device: str | torch.device, batch_size: int = 256
-) -> np.ndarray:
+    model: IMM, model_size: int, frames: np.ndarray, device: str | torch.device, batch_size: int = 256,
+    frame_size: int | None = None,
+) -> np.ndarray:  # fmt: skip
     """float32 [N, K, 2] pixel (x, y) in the input frames' own coordinates.
 
-    ``frames`` are uint8 [N, H, W, 3]; those whose size is not ``model_size`` x ``model_size`` are resized to it
-    (non-square frames are stretched to the square) and the keypoints scaled back (`scale_to_frame`). The model
-    runs in eval mode (its previous mode is restored), in batches of ``batch_size`` frames."""
+    ``frames`` are uint8 [N, H, W, 3]. Frames of the training ``frame_size`` (:func:`fits_by_crop`) are centre-
+    cropped to ``model_size`` and the keypoints shifted back by the crop offset; other frames whose size is not
+    ``model_size`` x ``model_size`` are resized to it (non-square frames are stretched to the square) and the
+    keypoints scaled back (`scale_to_frame`). The model runs in eval mode (its previous mode is restored), in
+    batches of ``batch_size`` frames."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = torch.device(device)
     height, width = int(frames.shape[1]), int(frames.shape[2])
+    crop = frame_size is not None and fits_by_crop(height, width, model_size, frame_size)
+    offset = (height - model_size) // 2  # `kprl.imm_pairs.centre_offset`
     was_training = model.training
     model.eval()
     out: list[np.ndarray] = []
     try:
         for start in range(0, len(frames), batch_size):
-            x = _resize(frames[start : start + batch_size], model_size, model_size, dev)
-            out.append(scale_to_frame(model.keypoint_pixels(x).cpu().numpy(), model_size, height, width))
+            chunk = frames[start : start + batch_size]
+            if crop:
+                x = _resize(chunk[:, offset : offset + model_size, offset : offset + model_size], model_size,
+                            model_size, dev)  # fmt: skip
+                out.append(model.keypoint_pixels(x).cpu().numpy() + offset)
+            else:
+                x = _resize(chunk, model_size, model_size, dev)
+                out.append(scale_to_frame(model.keypoint_pixels(x).cpu().numpy(), model_size, height, width))
     finally:
         model.train(was_training)
     if not out:
@@ -486,6 +506,7 @@ def keypoints_command(
 
     dev = resolve_device(device)
     agent_name: str | None = None
+    fit: str | None = None  # how the frames were brought to the model's input
     if is_agent_checkpoint(checkpoint):
         from kprl.config import render_size
         from kprl.evaluate import load_agent
@@ -506,9 +527,15 @@ def keypoints_command(
         loaded = load_imm(checkpoint, dev)
         model_size, step, ckpt = loaded.image_size, loaded.step, loaded.checkpoint
         images = read_frames(frames)
-        keypoints = detect(loaded.model, loaded.image_size, images, dev)
+        keypoints = detect(loaded.model, loaded.image_size, images, dev, frame_size=loaded.frame_size)
+        if fits_by_crop(int(images.shape[1]), int(images.shape[2]), model_size, loaded.frame_size):
+            fit = f"centre crop of {model_size} px, as in training"
 
     height, width = int(images.shape[1]), int(images.shape[2])
+    if agent_name is not None:
+        fit = f"resized to the agent's {model_size} px render, then its own centre crop"
+    elif fit is None:
+        fit = "as they are" if (height, width) == (model_size, model_size) else f"resized to {model_size} px"
     buffer = io.BytesIO()
     np.savez(
         buffer,
@@ -525,6 +552,7 @@ def keypoints_command(
         "keypoints": int(keypoints.shape[1]),
         "image_size": [height, width],
         "model_image_size": model_size,
+        "frames_fed": fit,
         "checkpoint": str(ckpt),
         "checkpoint_step": step,
         **({"agent": agent_name} if agent_name is not None else {}),

@@ -11,12 +11,15 @@ def doctor(task: str = "cartpole_swingup", image_size: int = 84) -> dict[str, An
     """Render one frame of ``task`` and report the GL backend, torch version/threads/device and CUDA."""
     import torch
 
+    from kprl.hardware import native_bf16
+
     report: dict[str, Any] = {
         "MUJOCO_GL": os.environ.get("MUJOCO_GL", "(unset)"),
         "torch": torch.__version__,
         "torch threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available",
-        "bf16 on cpu": "yes" if torch.backends.mkldnn.is_available() else "unknown",
+        "bf16 on cpu": "native (--precision auto picks bf16)" if native_bf16(torch.device("cpu"))
+        else "not native (--precision auto picks fp32)",
     }
     try:
         import mujoco

@@ -23,6 +23,8 @@ def load_agent(
 
     if run_dir is None and checkpoint is None:
         raise ConfigError("give --run-dir or --checkpoint")
+    if run_dir is not None:
+        C.require_rl_run(Path(run_dir), "kprl eval")
     ckpt = find_checkpoint(Path(checkpoint if checkpoint is not None else run_dir))  # type: ignore[arg-type]
     if ckpt is None:
         raise CheckpointError(f"no checkpoint found in {checkpoint or run_dir}")
@@ -32,6 +34,7 @@ def load_agent(
     config_file = Path(run_dir) / "config.json"
     if not config_file.is_file():
         raise ConfigError(f"{config_file} not found: cannot tell which agent the checkpoint holds")
+    C.require_rl_run(Path(run_dir), "kprl eval")
     cfg = C.load_json(C.TrainConfig, config_file)
     cfg.device = device
     dev = resolve_device(device)

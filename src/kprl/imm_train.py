@@ -251,6 +251,7 @@ class IMMTrainer:
             "optimizer": self.optimizer.state_dict(),
             "model_config": C.to_dict(self.cfg.model),
             "image_size": self.cfg.image_size,
+            "frame_size": int(self.data.image_size),  # the dataset's frames, which training centre-crops
             "landmark_names": list(self.data.landmark_names),
             "step": self.step,
             "wall_seconds": self.wall_seconds + self._elapsed(),
@@ -382,6 +383,9 @@ class LoadedIMM:
     landmark_names: list[str]
     step: int
     checkpoint: Path
+    frame_size: int
+    """Side of the dataset frames it was trained on (crops of them); checkpoints that predate this record are
+    taken to be from `kprl collect`'s default, the model's side plus the crop margin."""
 
 
 def load_imm(path: Path, device: str | torch.device = "cpu") -> LoadedIMM:
@@ -405,6 +409,6 @@ def load_imm(path: Path, device: str | torch.device = "cpu") -> LoadedIMM:
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {ckpt} is damaged: {str(exc).splitlines()[0]}") from exc
     model.eval()
-    return LoadedIMM(
-        model, int(state["image_size"]), list(state.get("landmark_names", [])), int(state["step"]), ckpt
-    )
+    size = int(state["image_size"])
+    frame_size = int(state.get("frame_size", size + C.CROP_MARGIN))
+    return LoadedIMM(model, size, list(state.get("landmark_names", [])), int(state["step"]), ckpt, frame_size)

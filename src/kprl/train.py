@@ -227,8 +227,9 @@ def _set_rng_state(
     env.set_random_state({k: v.cpu().numpy() for k, v in state["env"].items()})
 
 
-EvalCallback = Callable[[dict[str, Any]], None]
-"""Called with every evaluation row as it is logged (env_step, episode_return, ...): how a sweep reports to Ray."""
+EvalCallback = Callable[[dict[str, Any]], "bool | None"]
+"""Called with every evaluation row as it is logged (env_step, episode_return, ...): how a sweep reports to Ray.
+Returning ``False`` stops training there, cleanly: a checkpoint is written, and rerunning resumes from it."""
 
 
 class Workspace:
@@ -248,6 +249,7 @@ class Workspace:
             )
         self.cfg = cfg
         self.on_eval = on_eval
+        self.stopped = False
         self.device = resolve_device(cfg.device)
         self.run_dir = prepare_run_dir(cfg)
         remove_stale_temporaries(self.run_dir)
@@ -323,7 +325,8 @@ class Workspace:
         return save_checkpoint(self.run_dir, self.state.env_step, state, self.replay.state_dict())
 
     # ------------------------------------------------------------------------------------------------- loop
-    def _evaluate_and_log(self) -> None:
+    def _evaluate_and_log(self) -> bool:
+        """Evaluate, log the row, and tell ``on_eval``; False when ``on_eval`` asks to stop."""
         s = self.state
         video = (
             self.run_dir / "videos" / f"eval_{s.env_step:08d}.mp4"
@@ -349,13 +352,12 @@ class Workspace:
             "peak_rss_mib": round(peak_rss_mib(), 1),
         }
         self.logger.log_eval(row)
-        if self.on_eval is not None:
-            self.on_eval(row)
         self.logger.print(
             f"eval  env_step {s.env_step:>8d} | return {result['episode_return']:7.1f} ± {result['episode_return_std']:.1f}"
             f" over {self.cfg.eval_episodes} episodes ({eval_seconds:.1f} s)"
         )
         s.next_eval = (s.env_step // self.cfg.eval_every + 1) * self.cfg.eval_every
+        return self.on_eval is None or self.on_eval(row) is not False
 
     def _record_runtime(self) -> None:
         """Append where, how and with which code this (re)start runs to ``runtime.jsonl``: results tables name the
@@ -410,7 +412,11 @@ class Workspace:
             self.logger.print(f"resuming {self.run_dir} from env step {s.env_step}")
         else:
             s.next_checkpoint = cfg.checkpoint_every
-            self._evaluate_and_log()
+            if not self._evaluate_and_log():
+                self.stopped = True
+                self.logger.close()
+                self.env.close()
+                return self._summary()
         throughput = Throughput(s.env_step)
         last_print = s.env_step
         seed_agent_steps = C.agent_steps(self.seed_env_steps, self.action_repeat)
@@ -483,10 +489,12 @@ class Workspace:
                         f"| ETA {throughput.eta(s.env_step, cfg.env_steps, rate)}"
                     )
                 if s.env_step >= s.next_eval or s.env_step >= cfg.env_steps:
-                    self._evaluate_and_log()
-                if s.env_step >= s.next_checkpoint or s.env_step >= cfg.env_steps:
+                    self.stopped = not self._evaluate_and_log()
+                if s.env_step >= s.next_checkpoint or s.env_step >= cfg.env_steps or self.stopped:
                     self._checkpoint()
-                if s.env_step >= cfg.env_steps:
+                if s.env_step >= cfg.env_steps or self.stopped:
+                    if self.stopped:
+                        self.logger.print(f"stopped by on_eval at env step {s.env_step}; rerun to resume")
                     break
                 step = self.env.reset()
                 self.replay.add_first(step.frame)
@@ -508,6 +516,7 @@ class Workspace:
             "env_steps": self.state.env_step,
             "final_eval_return": float(rows[-1]["episode_return"]) if rows else float("nan"),
             "wall_hours": self.state.wall_seconds / 3600,
+            "stopped_by_callback": self.stopped,
         }
 
 

@@ -25,7 +25,10 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from kprl.config import require_rl_run
+
     run_dir = Path(run_dir)
+    require_rl_run(run_dir, "kprl plot")
     eval_rows = read_csv(run_dir / "eval.csv")
     train_rows = read_csv(run_dir / "train.csv")
     if not eval_rows and not train_rows:
