@@ -149,3 +149,12 @@ def test_eval_of_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(KprlError, match="no checkpoint"):
         evaluate_saved(run_dir=tmp_path)
+
+
+def test_keep_checkpoints_keeps_the_newest_n(tmp_path: Path) -> None:
+    from kprl.checkpoint import checkpoint_steps
+
+    train(tiny_config(tmp_path / "two", keep_checkpoints=2), quiet=True)
+    assert checkpoint_steps(tmp_path / "two") == [160, 200]
+    train(tiny_config(tmp_path / "one"), quiet=True)
+    assert checkpoint_steps(tmp_path / "one") == [200]

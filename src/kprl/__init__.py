@@ -1,7 +1,8 @@
 """kprl: control from pixels with self-supervised keypoints (SAC+AE, IMM, SAC+AE+IMM and SAC+IMM).
 
 The Python API (docs/python-api.md) is importable from here: ``kprl.make_config``, ``kprl.train_agent``,
-``kprl.evaluate_agent``, ``kprl.load_policy``, ``kprl.load_keypoint_detector``, ``kprl.TrainConfig``. It is loaded on
+``kprl.evaluate_agent``, ``kprl.load_policy``, ``kprl.make_gym_env``, ``kprl.load_keypoint_detector``,
+``kprl.TrainConfig``. It is loaded on
 first use, so ``import kprl`` (and the CLI's start) stays light.
 """
 
@@ -13,8 +14,8 @@ _os.environ.setdefault("MUJOCO_GL", "egl")
 
 __version__ = "0.2.0"
 
-_API = ("make_config", "train_agent", "evaluate_agent", "load_policy", "load_keypoint_detector", "Policy", "KeypointDetector",
-        "TrainConfig")  # fmt: skip
+_API = ("make_config", "train_agent", "evaluate_agent", "load_policy", "make_gym_env", "load_keypoint_detector", "Policy",
+        "KeypointDetector", "TrainConfig")  # fmt: skip
 __all__ = ["__version__", *_API]
 
 

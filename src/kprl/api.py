@@ -9,10 +9,12 @@ Everything here is a thin, typed door onto the same code the CLI runs (docs/pyth
     summary = kprl.train_agent(cfg)                      # resumable: the same call again continues the run
     print(kprl.evaluate_agent("runs/nb", episodes=5))    # mean return of the saved agent
     policy = kprl.load_policy("runs/nb")           # act in its environment
-    env = policy.make_env(seed=0)
-    step = env.reset()
-    while not step.last:
-        step = env.step(policy.act(step.obs))
+    env = policy.make_gym_env()                    # a gymnasium.Env (or policy.make_env(seed) for kprl's own)
+    obs, info = env.reset(seed=0)
+    done = False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(policy.act(obs))   # or a batch [N, C, H, W] -> [N, A]
+        done = terminated or truncated
     detector = kprl.load_keypoint_detector("runs/nb")   # or a `kprl imm train` run
     points = detector.detect(frames)               # uint8 [N, H, W, 3] -> float32 [N, K, 2] pixel (x, y)
 """
@@ -22,17 +24,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from kprl import config as C
 from kprl.agents.sac import SACAgent
-from kprl.envs.factory import PixelEnv
+from kprl.envs.factory import PixelEnv, check_task
 from kprl.errors import ConfigError
 from kprl.train import EvalCallback
 from kprl.train import train as _train
+
+if TYPE_CHECKING:
+    from kprl.envs.gymnasium_env import PixelGymEnv
 
 TrainConfig = C.TrainConfig
 
@@ -42,16 +47,21 @@ def make_config(
 ) -> C.TrainConfig:
     """A validated training configuration: the defaults of ``kprl train`` with ``agent``, ``task``, ``run_dir``
     and any other option set by name, spelled as a field (``imm_lr``), dotted (``keypoint.imm_lr``) or as its flag
-    without dashes. A :class:`kprl.errors.ConfigError` names a bad option or value."""
+    without dashes. A :class:`kprl.errors.ConfigError` names a bad option, value or task (checked as ``kprl train``
+    checks them, before anything runs)."""
     cfg = C.with_options(C.TrainConfig(), {"agent": agent, "env.task": task, "run_dir": run_dir, **options})
     C.validate(cfg)
+    check_task(cfg.env.task)
     return cfg
 
 
 def train_agent(cfg: C.TrainConfig, quiet: bool = True, on_eval: EvalCallback | None = None) -> dict[str, Any]:
     """Train (or resume) the run ``cfg`` describes, as ``kprl train`` does; returns its summary (run_dir, env_steps,
-    final_eval_return, wall_hours). ``on_eval`` receives every evaluation row as it is logged; ``quiet=False``
-    prints the progress lines."""
+    final_eval_return, wall_hours, stopped_by_callback). ``on_eval`` receives every evaluation row as it is logged
+    (env_step, episode_return, ...); if it returns ``False``, training stops there, cleanly: a checkpoint is written
+    at that env step, the summary has ``stopped_by_callback`` True, and calling ``train_agent`` again resumes from
+    it (early stopping). Any other return value (None, True) continues. ``quiet=False`` prints the progress
+    lines."""
     return _train(cfg, quiet=quiet, on_eval=on_eval)
 
 
@@ -82,11 +92,33 @@ class Policy:
     env_step: int
     """Env steps the agent had trained for at its checkpoint."""
 
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        """(3 * frame_stack, S, S): one observation as the agent's environment gives it (S: the render size, the
+        image size plus 16 with crop augmentation)."""
+        size = C.render_size(self.config)
+        return (3 * self.config.env.frame_stack, size, size)
+
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        """The action in [-1, 1]^action_dim for one observation, uint8 [3 * frame_stack, S, S] as its environment
-        gives it (S: the render size, 100 with crop augmentation, else the image size). ``deterministic`` takes the
-        policy's mean, as evaluation does; False samples, as training does."""
-        return self.agent.act(np.asarray(obs), deterministic=deterministic)
+        """Actions in [-1, 1]^A: float32 [A] for one observation uint8 [3 * frame_stack, S, S] as its environment
+        gives it (`obs_shape`), float32 [N, A] for a batch [N, 3 * frame_stack, S, S] (e.g. from a vector env).
+        ``deterministic`` (the default) takes the policy's mean, as evaluation does; False samples, as training
+        does. A ValueError names the expected shapes for any other shape."""
+        obs = np.asarray(obs)
+        expected = self.obs_shape
+        if obs.shape == expected:
+            return self.agent.act(obs, deterministic=deterministic)
+        if obs.ndim == len(expected) + 1 and obs.shape[1:] == expected:
+            agent = self.agent
+            with torch.no_grad():
+                x = agent.augmentation.eval(torch.as_tensor(obs, device=agent.device))
+                with agent.autocast():
+                    mu, pi, _ = agent.actor(x, deterministic=deterministic)
+            return (mu if deterministic else pi).float().cpu().numpy()
+        raise ValueError(
+            f"Policy.act expects one observation of shape {expected} or a batch of shape (N, {', '.join(map(str, expected))}), "
+            f"got shape {obs.shape}"
+        )
 
     def keypoints(self, obs: np.ndarray) -> np.ndarray | None:
         """float32 [K, 2] pixel (x, y) of the agent's keypoints in the newest frame of ``obs`` (x right, y down,
@@ -108,6 +140,16 @@ class Policy:
 
         return make_env(self.config, seed=seed)
 
+    def make_gym_env(self, render_mode: str | None = None, render_size: int | None = None) -> PixelGymEnv:
+        """The same environment as `make_env`, as a ``gymnasium.Env`` (`kprl.envs.gymnasium_env.PixelGymEnv`):
+        seed it with ``reset(seed=...)``; close it when done. Needs Gymnasium (``pip install 'kprl[gym]'``)."""
+        from kprl.envs.gymnasium_env import PixelGymEnv
+
+        env = self.config.env
+        return PixelGymEnv(env.task, image_size=C.render_size(self.config), action_repeat=env.action_repeat,
+                           frame_stack=env.frame_stack, camera_id=env.camera_id, time_limit=env.time_limit,
+                           render_mode=render_mode, render_size=render_size)  # fmt: skip
+
 
 def load_policy(run: str | Path, device: str = "cpu") -> Policy:
     """The agent of a ``kprl train`` run directory (its newest checkpoint) or of one checkpoint directory."""
@@ -116,6 +158,27 @@ def load_policy(run: str | Path, device: str = "cpu") -> Policy:
     agent, cfg, meta = load_agent(checkpoint=Path(run), device=device)
     agent.train(False)  # evaluation mode for every act() and keypoints() call
     return Policy(agent, cfg, int(meta["env_step"]))
+
+
+def make_gym_env(
+    task: str = "cartpole_swingup",
+    image_size: int = 84,
+    action_repeat: int | None = None,
+    frame_stack: int = 3,
+    camera_id: int | None = None,
+    time_limit: float | None = None,
+    render_mode: str | None = None,
+    render_size: int | None = None,
+) -> PixelGymEnv:
+    """kprl's pixel environment of ``task`` (a dm_control task or ``gym:ID``) as a ``gymnasium.Env``: uint8
+    observations [3 * frame_stack, image_size, image_size], actions in [-1, 1]^A, time limits as truncations. The
+    arguments are those of `kprl.envs.gymnasium_env.PixelGymEnv`; None takes kprl's default for the task. A
+    :class:`kprl.errors.ConfigError` for an unknown task. Needs Gymnasium (``pip install 'kprl[gym]'``)."""
+    from kprl.envs.gymnasium_env import PixelGymEnv
+
+    return PixelGymEnv(task, image_size=image_size, action_repeat=action_repeat, frame_stack=frame_stack,
+                       camera_id=camera_id, time_limit=time_limit, render_mode=render_mode,
+                       render_size=render_size)  # fmt: skip
 
 
 @dataclass

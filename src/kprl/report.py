@@ -85,7 +85,7 @@ UNKNOWN = "unknown"
 # Options that say *how* a run executed or was logged, not which method it is: left out of variant labels.
 NOT_METHOD = frozenset(
     {"run_dir", "seed", "env_steps", "device", "threads", "precision", "update_path", "eval_every", "eval_episodes",
-     "checkpoint_every", "video", "video_size", "log_every", "wandb", "wandb_project"}  # fmt: skip
+     "checkpoint_every", "keep_checkpoints", "video", "video_size", "log_every", "wandb", "wandb_project"}  # fmt: skip
 )
 # Options each agent never reads, by dotted name: left out of its variant labels so that runs differing only there
 # form one condition. Every other method option labels runs, so an option missing here splits conditions (safe)

@@ -322,7 +322,9 @@ class Workspace:
             "obs_shape": list(self.env.obs_shape),
             "action_dim": self.env.action_dim,
         }
-        return save_checkpoint(self.run_dir, self.state.env_step, state, self.replay.state_dict())
+        return save_checkpoint(
+            self.run_dir, self.state.env_step, state, self.replay.state_dict(), keep=self.cfg.keep_checkpoints
+        )
 
     # ------------------------------------------------------------------------------------------------- loop
     def _evaluate_and_log(self) -> bool:

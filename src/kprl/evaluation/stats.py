@@ -106,7 +106,10 @@ def stratified_bootstrap_ci(
 
     ``scores``: per-task arrays of per-run scores (a mapping), or one array for a single task. Each replicate draws,
     for every task independently, as many runs as it has, with replacement (:func:`bootstrap_ci`)."""
-    pooled: Callable[..., float] = lambda *parts: statistic(np.concatenate(parts))  # noqa: E731
+
+    def pooled(*parts: np.ndarray) -> float:
+        return statistic(np.concatenate(parts))
+
     return bootstrap_ci(_per_task(scores), pooled, reps, confidence, seed)
 
 
