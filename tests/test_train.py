@@ -158,3 +158,19 @@ def test_keep_checkpoints_keeps_the_newest_n(tmp_path: Path) -> None:
     assert checkpoint_steps(tmp_path / "two") == [160, 200]
     train(tiny_config(tmp_path / "one"), quiet=True)
     assert checkpoint_steps(tmp_path / "one") == [200]
+
+
+def test_tensorboard_gets_config_hparams_video_frames_and_imm_figures(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config(tmp_path / "run", agent="sac_imm", video=True, video_size=64, eval_episodes=1)
+    train(cfg, quiet=True)
+    events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    images = events.Tags()["images"]
+    assert {"eval/video_frames", "eval/imm_example"} <= set(images)
+    assert [e.step for e in events.Images("eval/video_frames")] == [0, 80, 160, 200]
+    frames = events.Images("eval/video_frames")[0]
+    assert (frames.height, frames.width) == (64, 64 * 6)  # a 0.4 s episode's video has 6 frames: all of them
+    assert "config/text_summary" in events.Tags()["tensors"]
+    assert "hparam/final_eval_return" in EventAccumulator(str(tmp_path / "run" / "tb")).Reload().Tags()["scalars"]

@@ -115,10 +115,9 @@ class Policy:
                 with agent.autocast():
                     mu, pi, _ = agent.actor(x, deterministic=deterministic)
             return (mu if deterministic else pi).float().cpu().numpy()
-        raise ValueError(
-            f"Policy.act expects one observation of shape {expected} or a batch of shape (N, {', '.join(map(str, expected))}), "
-            f"got shape {obs.shape}"
-        )
+        batch = "(N, " + ", ".join(map(str, expected)) + ")"
+        raise ValueError(f"Policy.act expects one observation of shape {expected} or a batch of shape {batch}, "
+                         f"got shape {obs.shape}")  # fmt: skip
 
     def keypoints(self, obs: np.ndarray) -> np.ndarray | None:
         """float32 [K, 2] pixel (x, y) of the agent's keypoints in the newest frame of ``obs`` (x right, y down,

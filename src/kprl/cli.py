@@ -65,16 +65,18 @@ class PlotArgs:
 @dataclass
 class ReportArgs:
     """Aggregate training runs: tidy CSV of every evaluation, final-score table (mean ± std, IQM with bootstrap CI,
-    keypoint collapse diagnostics, unfinished runs), learning curves beside published ones, IMM loss during RL vs
-    standalone, keypoint figures, and differences between conditions (--compare)."""
+    keypoint collapse diagnostics, unfinished runs), the conditions' short names, learning curves beside published
+    ones, performance profiles, IMM loss during RL vs standalone, keypoint figures, and differences between
+    conditions (--compare). Prints the table's env step, how many runs reached it, a warning per run that did not,
+    then the files written."""
 
     runs: tyro.conf.Positional[tuple[Path, ...]]
     """Run directories of `kprl train`, or folders holding them (searched recursively)."""
     out: Path = Path("results/report")
     """Directory to write the report into (files in it are replaced)."""
     at: int | None = None
-    """Env step of the final-score table and the differences; None: the largest step every finished run has
-    evaluated at. Only the runs evaluated there count."""
+    """Env step of the final-score table, the performance profiles and the differences; None: the largest step
+    every finished run has evaluated at. Only the runs evaluated there count."""
     reference_results: Path | None = PUBLISHED_CURVES
     """Folder of published per-seed curves (CSV) to draw beside ours (default: the DrQ and DrQ-v2 curves shipped
     with kprl); None or a missing folder: none."""
@@ -341,8 +343,8 @@ def cmd_report(args: list[str]) -> int:
 
     ra = parse(ReportArgs, args, "kprl report")
     summary = write_report(list(ra.runs), ra.out, ra.at, ra.reference_results, ra.imm_run, compare=ra.compare)
-    for path in summary["written"]:
-        print(path)
+    for line in summary["notes"] + summary["written"]:  # the table's step and the runs short of it, then the files
+        print(line)
     return 0
 
 

@@ -1,20 +1,24 @@
 """Run logging: CSV files (always), TensorBoard events, and a console progress line.
 
-CSV rows are keyed by ``env_step``. On resume, :meth:`CSVLog.truncate_after` drops rows written after the checkpoint
-being resumed, so a killed and rerun training has no duplicated or missing rows; TensorBoard gets the same treatment
-through ``purge_step``.
+TensorBoard also gets the run's config (text, and its options with the final return in the HPARAMS tab), the frames
+of each evaluation video and each IMM example figure as images. CSV rows are keyed by ``env_step``. On resume,
+:meth:`CSVLog.truncate_after` drops rows written after the checkpoint being resumed, so a killed and rerun training
+has no duplicated or missing rows; TensorBoard gets the same treatment through ``purge_step``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import secrets
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kprl.checkpoint import atomic_write_text
 
@@ -142,6 +146,39 @@ class RunLogger:
         self.scalars({k if "/" in k else f"eval/{k}": v for k, v in row.items() if k != self.key}, row[self.key])
         if self.writer is not None:
             self.writer.flush()
+
+    def config(self, config: dict[str, Any]) -> None:
+        """The run's resolved config as TensorBoard text (``config``), readable beside the curves."""
+        if self.writer is not None:
+            text = json.dumps(config, indent=2, sort_keys=True, default=str)
+            self.writer.add_text("config", "```\n" + text + "\n```", 0)
+
+    def hparams(self, options: dict[str, Any], metrics: dict[str, float]) -> None:
+        """The run's options and final metrics in TensorBoard's HPARAMS tab, where runs can be compared."""
+        if self.writer is not None:
+            allowed = (bool, int, float, str)
+            values = {k: v if isinstance(v, allowed) else str(v) for k, v in options.items()}
+            self.writer.add_hparams(values, metrics, run_name=".")
+
+    def image_file(self, tag: str, path: Path, step: int) -> None:
+        """A PNG written by the run (e.g. the IMM example figure) as a TensorBoard image."""
+        if self.writer is not None and Path(path).is_file():
+            import imageio.v2 as imageio
+
+            image = np.asarray(imageio.imread(path))[..., :3]
+            self.writer.add_image(tag, image, step, dataformats="HWC")
+
+    def video_frames(self, tag: str, path: Path, step: int, frames: int = 8) -> None:
+        """``frames`` evenly spaced frames of an mp4 the run wrote, side by side, as a TensorBoard image
+        (TensorBoard's own video support needs moviepy; the mp4 itself stays in the run directory)."""
+        if self.writer is None or not Path(path).is_file():
+            return
+        import imageio.v2 as imageio
+
+        with imageio.get_reader(path) as reader:
+            video = np.stack([np.asarray(f)[..., :3] for f in reader])
+        picks = np.linspace(0, len(video) - 1, min(frames, len(video))).round().astype(int)
+        self.writer.add_image(tag, np.concatenate(list(video[picks]), axis=1), step, dataformats="HWC")
 
     def print(self, message: str) -> None:
         if not self.quiet:

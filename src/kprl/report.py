@@ -3,13 +3,19 @@
 Given run directories (or folders holding them), writes to ``--out``:
 
 * ``evaluations.csv``: one tidy row per evaluation of every run: agent (the variant label), task, seed, env_step,
-  episode_return (mean of the eval episodes), wall_hours, machine, kprl_version, kprl_commit (the git commit the
+  episode_return (mean of the eval episodes), episodes (how many), wall_hours, machine, kprl_version, kprl_commit (the git commit the
   run's code came from, ``+dirty`` when tracked files had local changes; a run restarted under several machines,
   versions or commits lists each, joined by `` + ``; ``unknown`` where the run did not record it);
-* ``final_scores.csv`` / ``final_scores.md``: per agent and task at one env step (default: the largest step every
-  finished run reached): runs that reached it (of all runs), mean ± std over seeds, IQM with its 95 % stratified
-  bootstrap CI (Agarwal et al. 2021), the keypoint agents' collapse diagnostics near that step, beside the published
-  numbers of the CURL and DrQ papers' tables; the markdown lists the unfinished runs below the table;
+* ``final_scores.csv`` / ``final_scores.md``: per condition and task at one env step (default: the largest step
+  every finished run reached): runs that reached it (of all runs), evaluation episodes, mean ± std over seeds, IQM
+  with its 95 % stratified bootstrap CI (Agarwal et al. 2021), the keypoint agents' collapse diagnostics near that
+  step, beside the published numbers of the CURL and DrQ papers' tables; the markdown lists below the table the runs
+  left out of it and the unfinished ones, each with its last evaluated step;
+* ``conditions.csv`` / ``conditions.md``: the short name of each condition the figures use (``C2 sac_imm``, see
+  :func:`name_conditions`) with its full label, runs, seeds and run directories;
+* ``performance_profile_<task>.png`` / ``.csv``: per condition the fraction of its runs whose return at that step
+  exceeds τ, over a grid of τ, with a 95 % stratified bootstrap band (Agarwal et al. 2021's performance profiles,
+  :func:`kprl.evaluation.stats.performance_profile`);
 * ``differences.csv`` / ``differences.md`` (``--compare TREATMENT:CONTROL``): per pair of conditions the difference
   of mean final returns and the probability of improvement, each with a 95 % bootstrap CI (:func:`differences`);
 * ``curves_<task>.png``: mean evaluation return over seeds with a 95 % bootstrap band per agent, published DrQ /
@@ -30,7 +36,8 @@ A run is unfinished while its eval.csv stops before its config's env_steps (trai
 budget); a ``status.json`` a harvester left in the run dir adds how far it trained (``last_env_step``), and is not
 required. Statistics at a step use only the runs evaluated there.
 
-Everything is recomputed from the runs' CSV logs, so rerunning the command regenerates the report.
+Figures name conditions by their short names, legends below the axes. Everything is recomputed from the runs'
+CSV logs, so rerunning the command regenerates the report.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from kprl import config as C
 from kprl.checkpoint import atomic_write_text
@@ -54,10 +62,12 @@ from kprl.evaluation.stats import (
     bootstrap_ci,
     iqm,
     mean_difference,
+    performance_profile,
     probability_of_improvement,
     stratified_bootstrap_ci,
 )
 from kprl.viz.curves import read_csv
+from kprl.viz.report import Band
 
 # Published cartpole swingup scores from pixels, mean ± std over seeds (the CURL and DrQ papers' tables: Laskin et al. 2020, Kostrikov et al. 2020).
 PUBLISHED: dict[str, dict[int, list[tuple[str, float, float]]]] = {
@@ -68,10 +78,15 @@ PUBLISHED: dict[str, dict[int, list[tuple[str, float, float]]]] = {
                   ("DrQ", 868, 10), ("SAC on true state", 848, 15)],  # fmt: skip
     }
 }
-TIDY_COLUMNS = ("agent", "task", "seed", "env_step", "episode_return", "wall_hours", "machine", "kprl_version",
-                "kprl_commit")  # fmt: skip
-SCORE_COLUMNS = ("agent", "task", "env_step", "runs", "runs_total", "mean", "std", "iqm", "iqm_ci_low", "iqm_ci_high",
-                 "keypoint_separation", "keypoint_batch_std", "seeds", "wall_hours_mean")  # fmt: skip
+TIDY_COLUMNS = ("agent", "task", "seed", "env_step", "episode_return", "episodes", "wall_hours", "machine",
+                "kprl_version", "kprl_commit")  # fmt: skip
+SCORE_COLUMNS = ("condition", "agent", "task", "env_step", "runs", "runs_total", "eval_episodes", "mean", "std", "iqm",
+                 "iqm_ci_low", "iqm_ci_high", "keypoint_separation", "keypoint_batch_std", "seeds",
+                 "wall_hours_mean")  # fmt: skip
+CONDITION_COLUMNS = ("condition", "agent", "task", "runs", "unfinished", "seeds", "run_dirs")
+PROFILE_COLUMNS = ("condition", "agent", "task", "env_step", "runs", "tau", "fraction", "ci_low", "ci_high")
+# Thresholds τ of a performance profile: this many, evenly from min(0, lowest return) to the highest return.
+PROFILE_POINTS = 101
 DIFFERENCE_COLUMNS = ("treatment", "control", "task", "env_step", "n_treatment", "n_control", "mean_difference",
                       "mean_difference_ci_low", "mean_difference_ci_high", "probability_of_improvement",
                       "probability_of_improvement_ci_low", "probability_of_improvement_ci_high", "note")  # fmt: skip
@@ -125,6 +140,8 @@ class Run:
     kprl_commit: str = UNKNOWN
     env_steps: int = 0
     status: dict[str, Any] = dataclasses.field(default_factory=dict)
+    eval_episodes: int = 0
+    condition: str = ""  # the short name figures use (:func:`name_conditions`); empty: not named yet
 
     @property
     def steps(self) -> list[int]:
@@ -147,6 +164,19 @@ class Run:
     def return_at(self, env_step: int) -> float | None:
         row = self.row_at(env_step)
         return None if row is None else float(row["episode_return"])
+
+    def episodes_at(self, env_step: int) -> int | None:
+        """How many evaluation episodes the return at ``env_step`` is the mean of: eval.csv's ``episodes`` column,
+        else (logs without it) the config's eval_episodes; None without an evaluation there."""
+        row = self.row_at(env_step)
+        if row is None:
+            return None
+        return int(float(row["episodes"])) if row.get("episodes") else self.eval_episodes
+
+    @property
+    def short(self) -> str:
+        """The condition's name in figures: its short name, else (not named) its label."""
+        return self.condition or self.label
 
 
 def variant_label(cfg: C.TrainConfig) -> str:
@@ -199,7 +229,7 @@ def load_run(run_dir: Path) -> Run:
     return Run(run_dir, variant_label(cfg), cfg.agent, cfg.env.task, cfg.seed, read_csv(run_dir / "eval.csv"),
                read_csv(run_dir / "train.csv"), _distinct(r.get("machine") for r in starts),
                _distinct(r.get("kprl_version") for r in starts), _distinct(_commit(r) for r in starts),
-               cfg.env_steps, _status(run_dir / "status.json"))  # fmt: skip
+               cfg.env_steps, _status(run_dir / "status.json"), cfg.eval_episodes)  # fmt: skip
 
 
 def _status(path: Path) -> dict[str, Any]:
@@ -219,6 +249,14 @@ def split_by_version(runs: Sequence[Run]) -> list[Run]:
     if len({r.kprl_version for r in runs}) <= 1:
         return list(runs)
     return [dataclasses.replace(r, label=f"{r.label} (kprl {r.kprl_version})") for r in runs]
+
+
+def name_conditions(runs: Sequence[Run]) -> list[Run]:
+    """Runs with the short name of their condition (label) for figures: ``C<n> <agent>``, n counting the labels in
+    first-seen order (``C2 sac_imm``). Full labels (``sac_imm[augmentation=crop,batch_size=8,...]``) do not fit a
+    legend; ``conditions.md`` maps each short name to its label (:func:`conditions_rows`)."""
+    number = {label: n for n, label in enumerate(dict.fromkeys(r.label for r in runs), start=1)}
+    return [dataclasses.replace(r, condition=f"C{number[r.label]} {r.agent}") for r in runs]
 
 
 def _runtime_records(path: Path) -> list[dict[str, Any]]:
@@ -247,7 +285,8 @@ def tidy_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
     """One row of :data:`TIDY_COLUMNS` per evaluation of every run."""
     return [
         {"agent": r.label, "task": r.task, "seed": r.seed, "env_step": int(row["env_step"]),
-         "episode_return": float(row["episode_return"]), "wall_hours": float(row.get("wall_hours") or "nan"),
+         "episode_return": float(row["episode_return"]), "episodes": r.episodes_at(int(row["env_step"])),
+         "wall_hours": float(row.get("wall_hours") or "nan"),
          "machine": r.machine, "kprl_version": r.kprl_version, "kprl_commit": r.kprl_commit}  # fmt: skip
         for r in runs
         for row in r.evals
@@ -289,7 +328,8 @@ def final_scores(runs: Sequence[Run], at: int | None = None) -> tuple[int, list[
         scores = [float(row["episode_return"]) for _, row in there]
         ci = stratified_bootstrap_ci({task: scores}, statistic=iqm)
         rows.append({
-            "agent": label, "task": task, "env_step": at, "runs": len(scores), "runs_total": len(members),
+            "condition": members[0].short, "agent": label, "task": task, "env_step": at, "runs": len(scores),
+            "runs_total": len(members), "eval_episodes": " ".join(map(str, _episodes([r for r, _ in there], at))),
             "mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan"),
             "iqm": ci.estimate, "iqm_ci_low": ci.low, "iqm_ci_high": ci.high,
             **{column.removeprefix("train/"): final_train_value([r for r, _ in there], column, at)
@@ -319,27 +359,47 @@ def final_train_value(members: Sequence[Run], column: str, at: int) -> float | N
     return float(np.mean(per_run)) if per_run else None
 
 
+def _episodes(runs: Iterable[Run], at: int) -> list[int]:
+    """The distinct numbers of evaluation episodes behind the runs' returns at ``at``, ascending."""
+    return sorted({n for r in runs if (n := r.episodes_at(at)) is not None})
+
+
+def episodes_phrase(runs: Sequence[Run], at: int) -> str:
+    """How many episodes each return at ``at`` is the mean of, for the table's header: ``10`` where every run
+    evaluated alike, else the range (each condition's numbers are then in the table's episodes column)."""
+    counts = _episodes(runs, at)
+    if len(counts) <= 1:
+        return f"{counts[0] if counts else 'no'} deterministic episode{'' if counts == [1] else 's'}"
+    return f"{counts[0]} to {counts[-1]} deterministic episodes (it differs between runs: see the episodes column)"
+
+
 def scores_markdown(at: int, rows: Sequence[dict[str, Any]], runs: Sequence[Run] = ()) -> str:
-    """The final-score table, the keypoint columns where some agent has keypoints, a note on the runs left out or
-    unfinished (:func:`unfinished_note`) and the published numbers at ``at``."""
+    """The final-score table (the episodes column where runs evaluated over different numbers of episodes, the
+    keypoint columns where some agent has keypoints), a note on the runs left out or unfinished
+    (:func:`unfinished_note`) and the published numbers at ``at``."""
     keypoints = any(r["keypoint_separation"] is not None or r["keypoint_batch_std"] is not None for r in rows)
+    episodes = len(_episodes(runs, at)) > 1
     lines = [
-        f"Evaluation return at {at:,} env steps (mean of 10 deterministic episodes per evaluation; over seeds: mean ± "
-        "std and IQM with its 95 % stratified bootstrap CI). runs: the runs evaluated there, of all runs of the agent."
+        f"Evaluation return at {at:,} env steps (mean of {episodes_phrase(runs, at)} per evaluation; over seeds: mean "
+        "± std and IQM with its 95 % stratified bootstrap CI). condition: the short name the figures use "
+        "(conditions.md); runs: the runs evaluated there, of all runs of the condition."
         + (" Keypoint separation and batch std: train.csv means over the last 10 % of env steps up to there, in map "
            "coordinates [-1, 1] (near 0: collapsed keypoints)." if keypoints else ""),
         "",
-        "| agent | task | runs | mean ± std | IQM [95 % CI] | wall-clock h (mean) |"
+        "| condition | agent | task | runs |" + (" episodes |" if episodes else "")
+        + " mean ± std | IQM [95 % CI] | wall-clock h (mean) |"
         + (" keypoint separation | keypoint batch std |" if keypoints else ""),
-        "|---|---|---|---|---|---|" + ("---|---|" if keypoints else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if episodes else "") + ("---|---|" if keypoints else ""),
     ]  # fmt: skip
     for r in rows:
         std = "" if np.isnan(r["std"]) else f" ± {r['std']:.0f}"
         runs_there = str(r["runs"]) if r["runs"] == r["runs_total"] else f"{r['runs']} of {r['runs_total']}"
         spread = f" {_fmt(r['keypoint_separation'], 3)} | {_fmt(r['keypoint_batch_std'], 3)} |" if keypoints else ""
         lines.append(
-            f"| {r['agent']} | {r['task']} | {runs_there} | {r['mean']:.0f}{std} | {r['iqm']:.0f} "
-            f"[{r['iqm_ci_low']:.0f}, {r['iqm_ci_high']:.0f}] | {r['wall_hours_mean']:.2f} |{spread}"
+            f"| {r['condition']} | {r['agent']} | {r['task']} | {runs_there} |"
+            + (f" {r['eval_episodes']} |" if episodes else "")
+            + f" {r['mean']:.0f}{std} | {r['iqm']:.0f} [{r['iqm_ci_low']:.0f}, {r['iqm_ci_high']:.0f}] |"
+            f" {r['wall_hours_mean']:.2f} |{spread}"
         )
     lines += unfinished_note(runs, at)
     for task in dict.fromkeys(r["task"] for r in rows):
@@ -356,27 +416,76 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 def unfinished_note(runs: Sequence[Run], at: int) -> list[str]:
-    """Markdown lines (none where every run finished and was evaluated at ``at``): the unfinished runs with their
-    last evaluated env step (and, from a harvester's status.json, the step training got to), and the runs left out
-    of the table at ``at``."""
+    """Markdown lines (none where every run finished and was evaluated at ``at``): the runs left out of the table
+    (no evaluation at ``at``) and the unfinished runs in it, each with its last evaluated env step (and, from a
+    harvester's status.json, the step training got to)."""
     lines = []
-    unfinished = [r for r in runs if not r.finished]
-    if unfinished:
-        lines += ["", f"Unfinished runs (their eval.csv stops before their env_steps), left out of the table where "
-                  f"they are not at {at:,}: " + "; ".join(_progress(r) for r in unfinished) + "."]  # fmt: skip
-    missing = [r for r in runs if r.finished and r.row_at(at) is None]
-    if missing:
-        lines += ["", f"Finished runs without an evaluation at {at:,} env steps, left out of the table: "
-                  + "; ".join(_progress(r) for r in missing) + "."]  # fmt: skip
+    if missing := left_out(runs, at):
+        lines += ["", f"Left out of the table, without an evaluation at {at:,} env steps: "
+                  + "; ".join(_progress(r, at) for r in missing) + "."]  # fmt: skip
+    if unfinished := [r for r in runs if not r.finished and r.row_at(at) is not None]:
+        lines += ["", f"Unfinished runs in the table (evaluated at {at:,} env steps, their eval.csv stops before "
+                  "their env_steps): " + "; ".join(_progress(r, at) for r in unfinished) + "."]  # fmt: skip
     return lines
 
 
-def _progress(run: Run) -> str:
-    """``seed3`` (sac_imm, seed 3): last evaluation at 60,000 env steps[, trained to 64,000 (status.json)]."""
+def left_out(runs: Sequence[Run], at: int) -> list[Run]:
+    """The runs without an evaluation at env step ``at``: not in the table or the statistics there."""
+    return [r for r in runs if r.row_at(at) is None]
+
+
+def shortfall(run: Run, at: int) -> str:
+    """How far a run got, against the table's step ``at``: ``stops at 40,000 env steps (unfinished)``."""
+    if run.last_step < 0:
+        return "has no evaluation yet (unfinished)"
+    state = "unfinished" if not run.finished else f"finished: env_steps {run.env_steps:,}"
+    if run.last_step < at or run.row_at(at) is not None:
+        return f"stops at {run.last_step:,} env steps ({state})"
+    return f"has no evaluation at {at:,} env steps (last at {run.last_step:,}; {state})"
+
+
+def _progress(run: Run, at: int) -> str:
+    """``seed3`` (sac_imm, seed 3): stops at 60,000 env steps (unfinished)[, trained to 64,000 (status.json)]."""
     step = run.status.get("last_env_step")
     trained = f", trained to {step:,} (status.json)" if type(step) is int and step > run.last_step else ""
-    last = f"last evaluation at {run.last_step:,} env steps" if run.last_step >= 0 else "no evaluation yet"
-    return f"`{run.run_dir.name}` ({run.label}, seed {run.seed}): {last}{trained}"
+    return f"`{run.run_dir.name}` ({run.label}, seed {run.seed}): {shortfall(run, at)}{trained}"
+
+
+def coverage_lines(runs: Sequence[Run], at: int) -> list[str]:
+    """What `kprl report` prints about the table's step: how many runs reached it, and a warning per run that did
+    not (:func:`shortfall`), so that a table over fewer runs than were given never passes unnoticed."""
+    reached_at = len(runs) - len(missing := left_out(runs, at))
+    return [f"scores at env step {at:,} ({reached_at} of {len(runs)} runs reached it)"] + [
+        f"warning: {r.run_dir} {shortfall(r, at)}" for r in missing
+    ]
+
+
+def conditions_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One row of :data:`CONDITION_COLUMNS` per condition and task: its short name, full label, runs (how many
+    unfinished), seeds and run directories."""
+    return [
+        {"condition": members[0].short, "agent": label, "task": task, "runs": len(members),
+         "unfinished": sum(not r.finished for r in members), "seeds": " ".join(str(r.seed) for r in members),
+         "run_dirs": " ".join(r.run_dir.name for r in members)}  # fmt: skip
+        for (label, task), members in groups(runs).items()
+    ]
+
+
+def conditions_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The conditions as a markdown table: the short names of the figures against the full labels."""
+    lines = [
+        "Conditions: the short name each figure and table uses, the full label (the agent and every method option "
+        "that differs from its default; --compare takes it), and the runs pooled into it.",
+        "",
+        "| condition | agent (full label) | task | runs | seeds | run directories |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        unfinished = f" ({r['unfinished']} unfinished)" if r["unfinished"] else ""
+        dirs = ", ".join(f"`{d}`" for d in r["run_dirs"].split())
+        lines.append(f"| {r['condition']} | {r['agent']} | {r['task']} | {r['runs']}{unfinished} | {r['seeds']} | "
+                     f"{dirs} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def reference_curves(reference_dir: Path | None, task: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -446,10 +555,10 @@ def eval_series(run: Run) -> tuple[np.ndarray, np.ndarray]:
     return np.array(run.steps, dtype=np.float64), np.array([float(r["episode_return"]) for r in run.evals])
 
 
-def group_name(label: str, members: Sequence[Run]) -> str:
-    """A condition's legend entry: ``sac_ae (3 seeds, 1 unfinished)``."""
+def group_name(members: Sequence[Run]) -> str:
+    """A condition's legend entry, by its short name: ``C1 sac_ae (3 seeds, 1 unfinished)``."""
     unfinished = sum(not r.finished for r in members)
-    return (f"{label} ({len(members)} seed{'s' if len(members) > 1 else ''}"
+    return (f"{members[0].short} ({len(members)} seed{'s' if len(members) > 1 else ''}"
             + (f", {unfinished} unfinished)" if unfinished else ")"))  # fmt: skip
 
 
@@ -458,10 +567,10 @@ def keypoint_series(runs: Sequence[Run], task: str) -> dict[str, dict[str, tuple
     on ``task`` whose runs log it; empty where none does."""
     out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for column in KEYPOINT_COLUMNS:
-        for (label, t), members in groups(runs).items():
+        for (_, t), members in groups(runs).items():
             series = [train_series(r, column) for r in members]
             if t == task and any(x.size for x, _ in series):
-                out.setdefault(column, {})[group_name(label, members)] = aligned([s for s in series if s[0].size])
+                out.setdefault(column, {})[group_name(members)] = aligned([s for s in series if s[0].size])
     return out
 
 
@@ -560,39 +669,54 @@ def write_report(
     bootstrap_reps: int = 2000,
     compare: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write the report of the runs under ``paths`` into ``out``; returns a summary with the files written.
-    ``compare``: ``TREATMENT:CONTROL`` label pairs for ``differences.csv`` / ``.md``."""
-    from kprl.viz.report import imm_loss_figure, keypoint_spread_figure
-
+    """Write the report of the runs under ``paths`` into ``out``; returns a summary: the files written, and
+    ``notes``, the lines `kprl report` prints about the table's step (:func:`coverage_lines`). ``compare``:
+    ``TREATMENT:CONTROL`` label pairs for ``differences.csv`` / ``.md``."""
     if not paths:
         raise KprlError("give the run directories (or folders holding them) to report on")
     run_dirs = find_runs(paths)
     if not run_dirs:
         raise KprlError(f"no training runs (config.json + eval.csv) under {', '.join(str(p) for p in paths)}")
-    runs = split_by_version([load_run(d) for d in run_dirs])
+    runs = name_conditions(split_by_version([load_run(d) for d in run_dirs]))
     pairs = parse_comparisons(compare, (r.label for r in runs))  # bad labels fail before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
     write_csv(out / "evaluations.csv", tidy_rows(runs), TIDY_COLUMNS)
-    written.append(out / "evaluations.csv")
+    conditions = conditions_rows(runs)
+    write_csv(out / "conditions.csv", conditions, CONDITION_COLUMNS)
+    atomic_write_text(out / "conditions.md", conditions_markdown(conditions))
     at, scores = final_scores(runs, at)
     write_csv(out / "final_scores.csv", scores, SCORE_COLUMNS)
     atomic_write_text(out / "final_scores.md", scores_markdown(at, scores, runs))
-    written += [out / "final_scores.csv", out / "final_scores.md"]
+    written += [out / name for name in ("evaluations.csv", "conditions.csv", "conditions.md", "final_scores.csv",
+                                        "final_scores.md")]  # fmt: skip
     diffs = differences(runs, at, pairs, bootstrap_reps)
     if pairs:
         write_csv(out / "differences.csv", diffs, DIFFERENCE_COLUMNS)
         atomic_write_text(out / "differences.md", differences_markdown(at, diffs))
         written += [out / "differences.csv", out / "differences.md"]
+    written += _write_figures(runs, at, out, reference_dir, imm_run, bootstrap_reps)
+    return {"runs": len(runs), "env_step": at, "scores": scores, "differences": diffs,
+            "notes": coverage_lines(runs, at), "written": [str(p) for p in written]}  # fmt: skip
 
+
+def _write_figures(
+    runs: Sequence[Run], at: int, out: Path, reference_dir: Path | None, imm_run: Path | None, reps: int
+) -> list[Path]:
+    """Per task the curves, the performance profile (figure and CSV) and the keypoint diagnostics; the IMM losses;
+    a copy of each keypoint run's newest IMM example figure. Returns the files written."""
+    from kprl.viz.report import imm_loss_figure, keypoint_spread_figure
+
+    written: list[Path] = []
     for task in dict.fromkeys(r.task for r in runs):
-        written.append(_write_curves(runs, task, out, reference_dir, bootstrap_reps))
+        written.append(_write_curves(runs, task, out, reference_dir, reps))
+        written += _write_profile(runs, task, at, out, reps)
         if spread := keypoint_series(runs, task):
             written.append(keypoint_spread_figure(spread, task, out / f"keypoints_{task}.png"))
 
-    rl_losses = {f"{r.label} seed {r.seed}": s for r in runs if (s := imm_loss_series(r)) is not None}
+    rl_losses = {f"{r.short} seed {r.seed}": s for r in runs if (s := imm_loss_series(r)) is not None}
     if rl_losses:
         path = out / "imm_loss.png"
         imm_loss_figure(rl_losses, standalone_imm_losses(imm_run), path)
@@ -605,8 +729,7 @@ def write_report(
             target.parent.mkdir(exist_ok=True)
             shutil.copyfile(figures[-1], target)
             written.append(target)
-    return {"runs": len(runs), "env_step": at, "scores": scores, "differences": diffs,
-            "written": [str(p) for p in written]}  # fmt: skip
+    return written
 
 
 def _write_curves(runs: Sequence[Run], task: str, out: Path, reference_dir: Path | None, reps: int) -> Path:
@@ -615,12 +738,57 @@ def _write_curves(runs: Sequence[Run], task: str, out: Path, reference_dir: Path
     from kprl.viz.report import learning_curves_figure
 
     curves = {}
-    for (label, t), members in groups(runs).items():
+    for (_, t), members in groups(runs).items():
         if t == task:
             steps, y = aligned([eval_series(r) for r in members])
-            curves[group_name(label, members)] = (steps, *bootstrap_band(y, reps=reps))
+            curves[group_name(members)] = (steps, *bootstrap_band(y, reps=reps))
     references = {
         f"{name} (published, {y.shape[0]} seeds)": (steps, *bootstrap_band(y, reps=reps))
         for name, (steps, y) in reference_curves(reference_dir, task).items()
     }
     return learning_curves_figure(curves, references, task, out / f"curves_{task}.png")
+
+
+def profile_thresholds(scores: ArrayLike, points: int = PROFILE_POINTS) -> np.ndarray:
+    """The τ grid of a performance profile: ``points`` thresholds evenly from min(0, lowest score) to the highest
+    score, where every curve has fallen to 0 (one unit wide where all scores are equal)."""
+    x = np.asarray(scores, dtype=np.float64)
+    low, high = min(0.0, float(x.min())), float(x.max())
+    return np.linspace(low, high if high > low else low + 1.0, points)
+
+
+def performance_profiles(runs: Sequence[Run], task: str, at: int, reps: int = 2000) -> dict[str, tuple[Band, int]]:
+    """Per condition label on ``task``, over its runs evaluated at ``at``: its performance profile (τ, fraction of
+    runs whose return exceeds τ, 95 % stratified bootstrap band; Agarwal et al. 2021,
+    :func:`kprl.evaluation.stats.performance_profile`) on one τ grid shared by the conditions
+    (:func:`profile_thresholds`), and how many runs it is over. Conditions without runs at ``at`` are left out."""
+    finals = {
+        label: [float(row["episode_return"]) for _, row in there]
+        for (label, t), members in groups(runs).items()
+        if t == task and (there := reached(members, at))
+    }
+    if not finals:
+        return {}
+    taus = profile_thresholds(np.concatenate([np.asarray(v) for v in finals.values()]))
+    return {label: ((taus, *performance_profile({task: v}, taus, reps=reps)), len(v)) for label, v in finals.items()}
+
+
+def _write_profile(runs: Sequence[Run], task: str, at: int, out: Path, reps: int) -> list[Path]:
+    """``performance_profile_<task>.png`` and ``.csv`` (:data:`PROFILE_COLUMNS`, one row per condition and τ);
+    nothing where no run of ``task`` was evaluated at ``at``."""
+    from kprl.viz.report import performance_profile_figure
+
+    profiles = performance_profiles(runs, task, at, reps)
+    if not profiles:
+        return []
+    short = {r.label: r.short for r in runs}
+    rows = [
+        {"condition": short[label], "agent": label, "task": task, "env_step": at, "runs": n, "tau": tau,
+         "fraction": fraction, "ci_low": low, "ci_high": high}  # fmt: skip
+        for label, (band, n) in profiles.items()
+        for tau, fraction, low, high in zip(*band, strict=True)
+    ]
+    path = out / f"performance_profile_{task}"
+    write_csv(path.with_suffix(".csv"), rows, PROFILE_COLUMNS)
+    named = {f"{short[label]} ({n} run{'s' if n > 1 else ''})": band for label, (band, n) in profiles.items()}
+    return [path.with_suffix(".csv"), performance_profile_figure(named, task, at, path.with_suffix(".png"))]

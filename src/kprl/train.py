@@ -354,6 +354,10 @@ class Workspace:
             "peak_rss_mib": round(peak_rss_mib(), 1),
         }
         self.logger.log_eval(row)
+        if video is not None:
+            self.logger.video_frames("eval/video_frames", video, s.env_step)
+        if figure is not None:
+            self.logger.image_file("eval/imm_example", figure, s.env_step)
         self.logger.print(
             f"eval  env_step {s.env_step:>8d} | return {result['episode_return']:7.1f} ± {result['episode_return_std']:.1f}"
             f" over {self.cfg.eval_episodes} episodes ({eval_seconds:.1f} s)"
@@ -414,6 +418,7 @@ class Workspace:
             self.logger.print(f"resuming {self.run_dir} from env step {s.env_step}")
         else:
             s.next_checkpoint = cfg.checkpoint_every
+            self.logger.config(C.to_dict(cfg))
             if not self._evaluate_and_log():
                 self.stopped = True
                 self.logger.close()
@@ -506,6 +511,9 @@ class Workspace:
                 self._evaluate_and_log()
                 self._checkpoint()
             s.wall_seconds += self._elapsed()
+            if s.env_step >= cfg.env_steps:
+                final = self.logger.eval_csv.rows[-1]
+                self.logger.hparams(C.flatten(cfg), {"hparam/final_eval_return": float(final["episode_return"])})
         finally:
             self.logger.close()
             self.env.close()
