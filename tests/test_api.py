@@ -4,6 +4,7 @@ runnable example that uses all of it. kprl.make_gym_env: tests/test_gym_wrapper.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import subprocess
 import sys
@@ -73,6 +74,13 @@ def test_policy_of_an_agent_without_keypoints(tmp_path: Path) -> None:
                 policy.act(bad)
     finally:
         env.close()
+    if importlib.util.find_spec("gymnasium") is not None:  # the same env as a gymnasium.Env (kprl[gym])
+        gym_env = policy.make_gym_env()
+        try:
+            obs, _ = gym_env.reset(seed=0)
+            assert gym_env.observation_space.shape == policy.obs_shape and policy.act(obs).shape == (1,)
+        finally:
+            gym_env.close()
     with pytest.raises(ConfigError, match="no keypoints"):
         kprl.load_keypoint_detector(tmp_path / "run")
     with pytest.raises(CheckpointError):

@@ -103,7 +103,9 @@ def runs(tmp_path: Path) -> Path:
     return root
 
 
-def test_report_writes_tidy_csv_scores_and_figures(runs: Path, tmp_path: Path) -> None:
+def test_report_writes_tidy_csv_scores_and_figures(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     imm_run = tmp_path / "imm"
     imm_run.mkdir()
     (imm_run / "train.csv").write_text("step,loss\n100,0.02\n200,0.01\n")
@@ -113,8 +115,8 @@ def test_report_writes_tidy_csv_scores_and_figures(runs: Path, tmp_path: Path) -
 
     with open(out / "evaluations.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["agent", "task", "seed", "env_step", "episode_return", "wall_hours", "machine",
-                             "kprl_version", "kprl_commit"]  # fmt: skip
+    assert list(rows[0]) == ["agent", "task", "seed", "env_step", "episode_return", "episodes", "wall_hours",
+                             "machine", "kprl_version", "kprl_commit"]  # fmt: skip
     assert len(rows) == 7 * len(STEPS)
     assert {r["agent"] for r in rows} == {"sac_ae", "sac_imm[augmentation=crop]"}
     assert rows[0]["machine"] == "test CPU, 2 cores"
@@ -128,10 +130,16 @@ def test_report_writes_tidy_csv_scores_and_figures(runs: Path, tmp_path: Path) -
     assert float(ae["std"]) == pytest.approx(np.std([300, 320, 280, 900], ddof=1))
     assert float(ae["iqm"]) == pytest.approx(310.0) == pytest.approx(iqm([300, 320, 280, 900]))  # 300, 320
     assert float(ae["iqm_ci_low"]) <= 310.0 <= float(ae["iqm_ci_high"])
+    assert (ae["condition"], ae["eval_episodes"]) == ("C1 sac_ae", "10")
     markdown = (out / "final_scores.md").read_text()
-    assert "| sac_ae | cartpole_swingup | 4 | 450 ± 300 | 310 [" in markdown
-    for name in ("curves_cartpole_swingup.png", "imm_loss.png"):
+    assert "| C1 sac_ae | sac_ae | cartpole_swingup | 4 | 450 ± 300 | 310 [" in markdown
+    assert "(mean of 10 deterministic episodes per evaluation;" in markdown and "Left out" not in markdown
+    for name in ("curves_cartpole_swingup.png", "imm_loss.png", "performance_profile_cartpole_swingup.png"):
         assert (out / name).stat().st_size > 10_000
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "scores at env step 20,000 (7 of 7 runs reached it)"
+    assert str(out / "final_scores.md") in printed
+    assert not any(line.startswith("warning") for line in printed)
 
 
 def test_scores_at_a_chosen_step_and_published_numbers_at_100k(runs: Path, tmp_path: Path) -> None:
@@ -455,7 +463,7 @@ def test_keypoint_diagnostics_near_the_final_step(runs: Path, tmp_path: Path) ->
     markdown = (out / "final_scores.md").read_text()
     assert "| keypoint separation | keypoint batch std |" in markdown
     assert re.search(r"\| sac_imm \| cartpole_swingup \| 2 \| .* \| 0\.280 \| 0\.400 \|\n", markdown)
-    assert re.search(r"\| sac_ae \| cartpole_swingup \| 4 \| .* \|  \|  \|\n", markdown)
+    assert re.search(r"\| C\d sac_ae \| sac_ae \| cartpole_swingup \| 4 \| .* \|  \|  \|\n", markdown)
     _, at_10k = final_scores([load_run(runs / "kp1"), load_run(runs / "kp2")], at=10_000)
     assert at_10k[0]["keypoint_separation"] == pytest.approx((0.095 + 0.19) / 2)  # window 9,000 .. 10,000
 
@@ -475,9 +483,9 @@ def test_no_keypoint_figure_or_columns_without_keypoint_logs(runs: Path, tmp_pat
 
 
 def test_unfinished_runs_count_up_to_where_they_got(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default step is the finished runs' last: an unfinished run is left out there, counted and listed in the
-    note with its last evaluation (and how far it trained, from status.json where present), and drawn on the
-    curves up to its last evaluation."""
+    """The default step is the finished runs' last: an unfinished run is left out there, counted, listed in the
+    note with its last evaluation (and how far it trained, from status.json where present) and warned of on the
+    command line, and drawn on the curves up to its last evaluation."""
     root = tmp_path / "runs"
     fake_run(root, "sac_ae", 1, [0.0, 100.0, 200.0])
     fake_run(root, "sac_ae", 2, [0.0, 300.0, 400.0])
@@ -494,18 +502,144 @@ def test_unfinished_runs_count_up_to_where_they_got(tmp_path: Path, monkeypatch:
     (ae,) = summary["scores"]  # no sac_imm run reached 20,000: no row
     assert (ae["runs"], ae["runs_total"], ae["mean"], ae["seeds"]) == (2, 3, 300.0, "1 2")
     markdown = (tmp_path / "report" / "final_scores.md").read_text()
-    assert "| sac_ae | cartpole_swingup | 2 of 3 | 300 ± 141 |" in markdown
-    assert ("`sac_ae-s3` (sac_ae, seed 3): last evaluation at 10,000 env steps, trained to 14,000 (status.json); "
-            "`sac_imm-s1` (sac_imm, seed 1): last evaluation at 0 env steps.") in markdown  # fmt: skip
+    assert "| C1 sac_ae | sac_ae | cartpole_swingup | 2 of 3 | 300 ± 141 |" in markdown
+    assert ("Left out of the table, without an evaluation at 20,000 env steps: `sac_ae-s3` (sac_ae, seed 3): stops "
+            "at 10,000 env steps (unfinished), trained to 14,000 (status.json); `sac_imm-s1` (sac_imm, seed 1): stops "
+            "at 0 env steps (unfinished).") in markdown  # fmt: skip
+    assert "Unfinished runs in the table" not in markdown
+    assert summary["notes"] == ["scores at env step 20,000 (2 of 4 runs reached it)",
+                                f"warning: {root / 'sac_ae-s3'} stops at 10,000 env steps (unfinished)",
+                                f"warning: {root / 'sac_imm-s1'} stops at 0 env steps (unfinished)"]  # fmt: skip
 
-    steps, mean, low, high = drawn["sac_ae (3 seeds, 1 unfinished)"]
+    steps, mean, low, high = drawn["C1 sac_ae (3 seeds, 1 unfinished)"]
     np.testing.assert_array_equal(steps, STEPS)
     np.testing.assert_allclose(mean, [0.0, 400.0, 300.0])  # 10,000: all three seeds; 20,000: seeds 1 and 2
     assert low[2] >= 200.0 and high[2] <= 400.0  # seed 3's 800 is not in the band past its last evaluation
-    np.testing.assert_array_equal(drawn["sac_imm (1 seed, 1 unfinished)"][0], [0])
+    np.testing.assert_array_equal(drawn["C2 sac_imm (1 seed, 1 unfinished)"][0], [0])
 
     _, at_10k = final_scores([load_run(root / f"sac_ae-s{s}") for s in (1, 2, 3)], at=10_000)
     assert (at_10k[0]["runs"], at_10k[0]["mean"]) == (3, 400.0)
+
+
+def test_the_command_line_says_the_step_and_warns_of_each_run_short_of_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kprl report` prints the table's step with how many runs reached it, then one warning per run left out: an
+    unfinished one, and a finished one not evaluated at a chosen --at; the markdown lists the same runs."""
+    root = tmp_path / "runs"
+    fake_run(root, "sac_ae", 1, [0.0, 100.0, 200.0])
+    fake_run(root, "sac_ae", 2, [0.0, 300.0])
+    skipped = fake_run(root, "sac_ae", 3, [0.0, 100.0, 200.0])
+    (skipped / "eval.csv").write_text("env_step,episode_return,wall_hours\n0,0,0\n20000,250,0.2\n")  # no 10,000
+    out = tmp_path / "report"
+    assert main(["report", str(root), "--out", str(out), "--reference-results", "None"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:2] == ["scores at env step 20,000 (2 of 3 runs reached it)",
+                           f"warning: {root / 'sac_ae-s2'} stops at 10,000 env steps (unfinished)"]  # fmt: skip
+    assert printed[2] == str(out / "evaluations.csv")
+
+    assert main(["report", str(root), "--out", str(out), "--reference-results", "None", "--at", "10000"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    shortfall = "has no evaluation at 10,000 env steps (last at 20,000; finished: env_steps 20,000)"
+    assert printed[:2] == ["scores at env step 10,000 (2 of 3 runs reached it)", f"warning: {skipped} {shortfall}"]
+    markdown = (out / "final_scores.md").read_text()
+    assert f"without an evaluation at 10,000 env steps: `sac_ae-s3` (sac_ae, seed 3): {shortfall}." in markdown
+    assert ("Unfinished runs in the table (evaluated at 10,000 env steps, their eval.csv stops before their "
+            "env_steps): `sac_ae-s2` (sac_ae, seed 2): stops at 10,000 env steps (unfinished).") in markdown  # fmt: skip
+
+
+def test_the_table_says_how_many_episodes_each_return_averages(tmp_path: Path) -> None:
+    """The header gives the runs' number of evaluation episodes, from eval.csv's episodes column (as training
+    writes it) or, in logs without it, from config.json; where runs differ, the range, and each condition's in an
+    episodes column."""
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        fake_run(root, "sac_ae", seed, [0.0, 1.0, 2.0], eval_episodes=3)
+    write_report([root], tmp_path / "same", reference_dir=None)
+    assert "(mean of 3 deterministic episodes per evaluation;" in (tmp_path / "same" / "final_scores.md").read_text()
+
+    column = fake_run(root, "sac_imm", 1, [0.0, 1.0, 2.0], eval_episodes=10)  # the column wins over the config
+    rows = (column / "eval.csv").read_text().splitlines()
+    (column / "eval.csv").write_text("\n".join([rows[0] + ",episodes"] + [r + ",7.0" for r in rows[1:]]) + "\n")
+    summary = write_report([root], tmp_path / "mixed", reference_dir=None)
+    assert [(r["agent"], r["eval_episodes"]) for r in summary["scores"]] == [("sac_ae", "3"), ("sac_imm", "7")]
+    markdown = (tmp_path / "mixed" / "final_scores.md").read_text()
+    assert "(mean of 3 to 7 deterministic episodes per evaluation, the number differing between runs" in markdown
+    assert "| condition | agent | task | runs | episodes | mean ± std |" in markdown
+    assert "| C2 sac_imm | sac_imm | cartpole_swingup | 1 | 7 | 2 |" in markdown
+    tidy = list(csv.DictReader(open(tmp_path / "mixed" / "evaluations.csv", newline="")))
+    assert {(r["agent"], r["episodes"]) for r in tidy} == {("sac_ae", "3"), ("sac_imm", "7")}
+
+
+def test_figures_name_conditions_by_short_names_that_conditions_md_spells_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long variant labels stay out of the figures: every legend names a condition ``C<n> <agent>``, and
+    conditions.md / .csv map each short name to its full label, runs and seeds. Legends sit outside every axes and
+    inside the figure (nothing covered, nothing cut off)."""
+    import kprl.viz.report as viz
+
+    root = tmp_path / "runs"
+    long = {"augmentation": "crop", "batch_size": 8, "keypoint__imm_lr": 2e-4, "keypoint__sigma": 0.2}
+    keypoints = keypoint_rows(dict.fromkeys(range(1000, 20_001, 1000), 0.5), 0.3)  # type: ignore[arg-type]
+    train_rows = [{**row, "train/imm_loss": 0.01} for row in keypoints]
+    for seed in (1, 2):
+        fake_run(root, "sac_ae", seed, [0.0, 1.0, 2.0])
+        fake_run(root, "sac_imm", seed, [0.0, 1.0, 2.0], name=f"imm-s{seed}", train_rows=train_rows, **long)
+    fake_run(root, "sac_imm", 3, [0.0, 1.0], name="imm-s3", train_rows=train_rows, **long)
+    legends: list[str] = []
+    save = viz._save
+
+    def checked_save(fig: Any, out: Path) -> Path:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for legend in fig.legends:
+            box = legend.get_window_extent(renderer)
+            legends.extend(text.get_text() for text in legend.get_texts())
+            assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes), out.name
+            assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height, out.name
+        assert fig.legends and not any(ax.get_legend() for ax in fig.axes), out.name
+        return save(fig, out)
+
+    monkeypatch.setattr(viz, "_save", checked_save)
+    summary = write_report([root], tmp_path / "report", reference_dir=None)
+    drawn = {Path(p).name for p in summary["written"] if p.endswith(".png")}
+    assert drawn == {"curves_cartpole_swingup.png", "performance_profile_cartpole_swingup.png",
+                     "keypoints_cartpole_swingup.png", "imm_loss.png"}  # fmt: skip
+    label = "sac_imm[augmentation=crop,batch_size=8,imm_lr=0.0002,sigma=0.2]"
+    rl = {f"C1 sac_imm seed {seed} (during RL)" for seed in (1, 2, 3)}
+    assert set(legends) == {"C1 sac_imm (3 seeds, 1 unfinished)", "C2 sac_ae (2 seeds)", "C1 sac_imm (2 runs)",
+                            "C2 sac_ae (2 runs)"} | rl  # fmt: skip
+    conditions = (tmp_path / "report" / "conditions.md").read_text()
+    assert f"| C1 sac_imm | {label} | cartpole_swingup | 3 (1 unfinished) | 1 2 3 | `imm-s1`, `imm-s2`, `imm-s3` |" in (
+        conditions
+    )
+    assert "| C2 sac_ae | sac_ae | cartpole_swingup | 2 | 1 2 | `sac_ae-s1`, `sac_ae-s2` |" in conditions
+    rows = list(csv.DictReader(open(tmp_path / "report" / "conditions.csv", newline="")))
+    assert [(r["condition"], r["agent"], r["runs"], r["unfinished"], r["seeds"]) for r in rows] == [
+        ("C1 sac_imm", label, "3", "1", "1 2 3"), ("C2 sac_ae", "sac_ae", "2", "0", "1 2")]  # fmt: skip
+
+
+def test_performance_profiles_of_the_final_returns(runs: Path, tmp_path: Path) -> None:
+    """performance_profile_<task>.csv: per condition, over its runs at the table's step, the fraction whose return
+    exceeds each τ of a grid from 0 to the highest return, with a band around it."""
+    write_report([runs], tmp_path / "report", reference_dir=None)
+    rows = list(csv.DictReader(open(tmp_path / "report" / "performance_profile_cartpole_swingup.csv", newline="")))
+    finals = {"sac_ae": [300.0, 320.0, 280.0, 900.0], "sac_imm[augmentation=crop]": [700.0, 650.0, 760.0]}
+    taus = [900.0 * i / 100 for i in range(101)]  # 0 .. the highest final return (900), 101 points
+    for agent, scores in finals.items():
+        mine = [r for r in rows if r["agent"] == agent]
+        assert {(r["task"], int(r["env_step"]), int(r["runs"])) for r in mine} == {
+            ("cartpole_swingup", 20_000, len(scores))
+        }
+        assert [float(r["tau"]) for r in mine] == pytest.approx(taus)
+        assert [float(r["fraction"]) for r in mine] == [sum(s > t for s in scores) / len(scores) for t in taus]
+        assert all(float(r["ci_low"]) <= float(r["fraction"]) <= float(r["ci_high"]) for r in mine)
+    at_450 = {r["condition"]: (float(r["fraction"]), float(r["ci_low"]), float(r["ci_high"]))
+              for r in rows if float(r["tau"]) == 450.0}  # fmt: skip
+    # Above 450: of sac_ae's runs only 900, so a resample of its 4 runs has k ~ Binomial(4, 1/4) above: P(k = 0) =
+    # 0.32 > 2.5 %, P(k <= 2) = 0.95 < 97.5 % <= P(k <= 3) = 0.996: band [0, 3/4]. Every sac_imm run is above.
+    assert at_450 == {"C1 sac_ae": (0.25, 0.0, 0.75), "C2 sac_imm": (1.0, 1.0, 1.0)}
 
 
 def two_conditions(root: Path, treatment: list[float], control: list[float]) -> Path:

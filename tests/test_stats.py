@@ -1,4 +1,5 @@
-"""IQM, stratified bootstrap intervals and learning-curve bands against hand-computed values."""
+"""IQM, stratified bootstrap intervals, learning-curve bands and performance profiles against hand-computed
+values."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from kprl.evaluation.stats import (
     iqm,
     mean,
     mean_difference,
+    performance_profile,
     probability_of_improvement,
+    score_distribution,
     stratified_bootstrap_ci,
 )
 
@@ -112,3 +115,47 @@ def test_two_sample_bootstrap_resamples_each_side_and_is_reproducible() -> None:
     assert bootstrap_ci([x, y], probability_of_improvement) == bootstrap_ci([x, y], probability_of_improvement)
     with pytest.raises(ValueError):
         bootstrap_ci([x, []], mean_difference)
+
+
+def test_score_distribution_is_the_fraction_of_runs_strictly_above_each_threshold() -> None:
+    # Above 0: all four; above 1: 2, 3, 4; above 2.5: 3, 4; above 4: none (not >=).
+    np.testing.assert_array_equal(score_distribution([4.0, 1.0, 3.0, 2.0], [0.0, 1.0, 2.5, 4.0]), [1, 0.75, 0.5, 0])
+    # Per task, then the mean over tasks: a [0, 10] gives 1/2 above 4 and above 7; b [5, 5, 5, 20] gives 1 and 1/4.
+    tasks = {"a": [0.0, 10.0], "b": [5.0, 5.0, 5.0, 20.0]}
+    np.testing.assert_array_equal(score_distribution(tasks, [4.0, 7.0]), [(0.5 + 1) / 2, (0.5 + 0.25) / 2])
+    # Each task weighs the same: 1 of 1 runs and 0 of 3 give 1/2, not the pooled 1/4.
+    assert score_distribution({"a": [10.0], "b": [0.0, 0.0, 0.0]}, [5.0]) == 0.5
+    with pytest.raises(ValueError):
+        score_distribution({"a": []}, [0.0])
+
+
+def test_performance_profile_band_of_two_runs() -> None:
+    # Resamples of [0, 1] have 0, 1 or 2 runs above 0.5 with probabilities 1/4, 1/2, 1/4: the band is [0, 1]; below
+    # both scores every resample is all above, at the higher one none is.
+    fraction, low, high = performance_profile([0.0, 1.0], [-1.0, 0.5, 1.0], reps=4000)
+    np.testing.assert_array_equal(fraction, [1.0, 0.5, 0.0])
+    np.testing.assert_array_equal(low, [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(high, [1.0, 1.0, 0.0])
+
+
+def test_performance_profile_band_is_stratified_by_task() -> None:
+    # Within a task both runs are equal, so every stratified resample gives 1/2 above 5 (an unstratified bootstrap of
+    # the four runs would not).
+    profile = performance_profile({"easy": [10.0, 10.0], "hard": [0.0, 0.0]}, [5.0], reps=500)
+    np.testing.assert_array_equal(profile, [[0.5], [0.5], [0.5]])
+
+
+def test_performance_profile_band_matches_a_bootstrap_by_hand() -> None:
+    scores = [310.0, 700.0, 820.0, 790.0, 805.0, 120.0, 640.0, 455.0, 910.0, 580.0]
+    taus, reps = [0.0, 500.0, 795.0, 810.0], 1000
+    rng = np.random.default_rng(0)
+    replicates = []
+    for _ in range(reps):  # one resample of the five runs, the same one at every threshold
+        resample = [scores[i] for i in rng.integers(0, len(scores), len(scores))]
+        replicates.append([sum(s > tau for s in resample) / len(resample) for tau in taus])
+    fraction, low, high = performance_profile(scores, taus, reps=reps)
+    np.testing.assert_array_equal(fraction, [1.0, 0.7, 0.3, 0.2])
+    np.testing.assert_allclose(low, np.percentile(replicates, 2.5, axis=0))
+    np.testing.assert_allclose(high, np.percentile(replicates, 97.5, axis=0))
+    assert np.all(np.diff(low) <= 0) and np.all(np.diff(high) <= 0)  # non-increasing in τ
+    assert performance_profile(scores, taus, reps=reps)[1].tolist() == low.tolist()  # seeded: reproducible

@@ -314,18 +314,31 @@ def cmd_train(args: list[str]) -> int:
 
 def cmd_eval(args: list[str]) -> int:
     from kprl.evaluate import evaluate_saved
+    from kprl.progress import Console
 
     ea = parse(EvalArgs, args, "kprl eval")
-    result = evaluate_saved(
-        run_dir=ea.run_dir,
-        checkpoint=ea.checkpoint,
-        episodes=ea.episodes,
-        video=ea.video,
-        video_size=ea.video_size,
-        device=ea.device,
-        seed=ea.seed,
-        imm_figure=ea.imm_figure,
-    )
+    console = Console(live=sys.stdout.isatty() and sys.stderr.isatty())
+    bar = console.task("evaluating", total=ea.episodes)
+
+    def on_episode(index: int, episode_return: float) -> None:
+        bar.update(completed=index + 1, info=f"return {episode_return:.1f}")
+        if not console.live:
+            print(f"episode {index + 1}/{ea.episodes}: return {episode_return:.1f}", file=sys.stderr, flush=True)
+
+    try:
+        result = evaluate_saved(
+            run_dir=ea.run_dir,
+            checkpoint=ea.checkpoint,
+            episodes=ea.episodes,
+            video=ea.video,
+            video_size=ea.video_size,
+            device=ea.device,
+            seed=ea.seed,
+            imm_figure=ea.imm_figure,
+            on_episode=on_episode,
+        )
+    finally:
+        console.close()
     print(json.dumps(result))
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,12 @@ def evaluate_saved(
     device: str = "cpu",
     seed: int = 0,
     imm_figure: Path | None = None,
+    on_episode: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a saved agent for ``episodes`` episodes; optionally write the first one as a video (with the
     agent's keypoints drawn for keypoint agents) and, for agents with an IMM objective (sac_ae_imm, sac_imm), the
-    IMM example figure of the first episode to ``imm_figure`` (a .png; a ConfigError for other agents)."""
+    IMM example figure of the first episode to ``imm_figure`` (a .png; a ConfigError for other agents).
+    ``on_episode(index, return)`` is called after each episode (progress)."""
     from kprl.train import evaluate
 
     if episodes < 1:
@@ -81,7 +84,7 @@ def evaluate_saved(
             f"--imm-figure needs an agent with an IMM objective (sac_ae_imm, sac_imm), not {cfg.agent}"
         )
     cfg.video_size = video_size
-    result = evaluate(agent, cfg, seed, episodes, video, imm_figure)
+    result = evaluate(agent, cfg, seed, episodes, video, imm_figure, on_episode)
     return {
         **meta,
         **result,

@@ -39,6 +39,7 @@ from kprl.hardware import keep_freed_memory, resolve_device, resolve_precision
 from kprl.imm_pairs import PairSampler, centre_offset, crop_frames, crop_windows
 from kprl.logger import RunLogger, Throughput
 from kprl.nets.imm import IMM
+from kprl.progress import format_seconds
 from kprl.train import prepare_run_dir
 
 MODEL_KIND = "imm"
@@ -338,13 +339,14 @@ class IMMTrainer:
                 )
                 self.logger.print(
                     f"step {self.step}/{cfg.steps}  loss {mean_loss:.5f}  {rate:.2f} updates/s"
-                    f"  eta {speed.eta(self.step, cfg.steps, rate)}"
+                    f"  eta {format_seconds((cfg.steps - self.step) / rate if rate > 0 else None)}"
                 )
                 losses = []
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                 last_eval = self._evaluate()
-                errors = {k: round(v, 2) for k, v in last_eval.items() if k.startswith("error")}
-                landmarks = errors if self.data.landmark_names else "landmark error unavailable (no landmarks)"
+                errors = [f"{k.split('/', 1)[1]} {v:.2f}" for k, v in last_eval.items() if k.startswith("error/")]
+                landmarks = (f"landmark error (px) {', '.join(errors)}" if self.data.landmark_names and errors
+                             else "landmark error unavailable (no landmarks)")  # fmt: skip
                 self.logger.print(f"eval step {self.step}  val_loss {last_eval['val_loss']:.5f}  {landmarks}")
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 if losses and not bool(torch.isfinite(torch.stack(losses)).all()):

@@ -13,7 +13,6 @@ import io
 import json
 import math
 import secrets
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from kprl.checkpoint import atomic_write_text
+from kprl.progress import Console
 
 
 class CSVLog:
@@ -121,6 +121,7 @@ class RunLogger:
         self.train_csv.truncate_after(resume_step)
         self.eval_csv.truncate_after(resume_step)
         self.quiet = quiet
+        self.console = Console(quiet)
         self.wandb = wandb
         self.writer = None
         if tensorboard:
@@ -181,10 +182,10 @@ class RunLogger:
         self.writer.add_image(tag, np.concatenate(list(video[picks]), axis=1), step, dataformats="HWC")
 
     def print(self, message: str) -> None:
-        if not self.quiet:
-            print(message, file=sys.stdout, flush=True)
+        self.console.line(message)
 
     def close(self) -> None:
+        self.console.close()
         if self.writer is not None:
             self.writer.close()
         if self.wandb is not None:
@@ -193,7 +194,7 @@ class RunLogger:
 
 
 class Throughput:
-    """Env steps per second over a sliding window and an ETA for the console line."""
+    """Env steps (or updates) per second over a sliding window of calls, for the console line."""
 
     def __init__(self, start_step: int) -> None:
         self.t0 = time.perf_counter()
@@ -206,11 +207,3 @@ class Throughput:
         self.window = self.window[-20:]
         (t_a, s_a), (t_b, s_b) = self.window[0], self.window[-1]
         return (s_b - s_a) / max(t_b - t_a, 1e-9)
-
-    def eta(self, env_step: int, total: int, rate: float) -> str:
-        if rate <= 0:
-            return "?"
-        seconds = int((total - env_step) / rate)
-        h, rem = divmod(seconds, 3600)
-        m, s = divmod(rem, 60)
-        return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

@@ -3,9 +3,9 @@
 Given run directories (or folders holding them), writes to ``--out``:
 
 * ``evaluations.csv``: one tidy row per evaluation of every run: agent (the variant label), task, seed, env_step,
-  episode_return (mean of the eval episodes), episodes (how many), wall_hours, machine, kprl_version, kprl_commit (the git commit the
-  run's code came from, ``+dirty`` when tracked files had local changes; a run restarted under several machines,
-  versions or commits lists each, joined by `` + ``; ``unknown`` where the run did not record it);
+  episode_return (mean of the eval episodes), episodes (how many), wall_hours, machine, kprl_version, kprl_commit
+  (the git commit the run's code came from, ``+dirty`` when tracked files had local changes; a run restarted under
+  several machines, versions or commits lists each, joined by `` + ``; ``unknown`` where the run did not record it);
 * ``final_scores.csv`` / ``final_scores.md``: per condition and task at one env step (default: the largest step
   every finished run reached): runs that reached it (of all runs), evaluation episodes, mean ± std over seeds, IQM
   with its 95 % stratified bootstrap CI (Agarwal et al. 2021), the keypoint agents' collapse diagnostics near that
@@ -316,6 +316,11 @@ def reached(members: Sequence[Run], at: int) -> list[tuple[Run, dict[str, str]]]
     return [(r, row) for r in members if (row := r.row_at(at)) is not None]
 
 
+def returns_at(members: Sequence[Run], at: int) -> list[float]:
+    """The evaluation returns at env step ``at`` of the runs evaluated there."""
+    return [float(row["episode_return"]) for _, row in reached(members, at)]
+
+
 def final_scores(runs: Sequence[Run], at: int | None = None) -> tuple[int, list[dict[str, Any]]]:
     """Scores at env step ``at`` (default: :func:`default_step`) per (agent, task) over the runs evaluated there
     (``runs``, of ``runs_total``); a condition none of whose runs got there has no row."""
@@ -325,7 +330,7 @@ def final_scores(runs: Sequence[Run], at: int | None = None) -> tuple[int, list[
         there = reached(members, at)
         if not there:
             continue
-        scores = [float(row["episode_return"]) for _, row in there]
+        scores = returns_at(members, at)
         ci = stratified_bootstrap_ci({task: scores}, statistic=iqm)
         rows.append({
             "condition": members[0].short, "agent": label, "task": task, "env_step": at, "runs": len(scores),
@@ -365,12 +370,14 @@ def _episodes(runs: Iterable[Run], at: int) -> list[int]:
 
 
 def episodes_phrase(runs: Sequence[Run], at: int) -> str:
-    """How many episodes each return at ``at`` is the mean of, for the table's header: ``10`` where every run
-    evaluated alike, else the range (each condition's numbers are then in the table's episodes column)."""
+    """What each return at ``at`` is the mean of, for the table's header: ``10 deterministic episodes per
+    evaluation`` where every run evaluated alike, else the range (each condition's numbers are then in the table's
+    episodes column)."""
     counts = _episodes(runs, at)
     if len(counts) <= 1:
-        return f"{counts[0] if counts else 'no'} deterministic episode{'' if counts == [1] else 's'}"
-    return f"{counts[0]} to {counts[-1]} deterministic episodes (it differs between runs: see the episodes column)"
+        return f"{counts[0] if counts else 'no'} deterministic episode{'' if counts == [1] else 's'} per evaluation"
+    return (f"{counts[0]} to {counts[-1]} deterministic episodes per evaluation, the number differing between runs "
+            "(episodes column)")  # fmt: skip
 
 
 def scores_markdown(at: int, rows: Sequence[dict[str, Any]], runs: Sequence[Run] = ()) -> str:
@@ -380,7 +387,7 @@ def scores_markdown(at: int, rows: Sequence[dict[str, Any]], runs: Sequence[Run]
     keypoints = any(r["keypoint_separation"] is not None or r["keypoint_batch_std"] is not None for r in rows)
     episodes = len(_episodes(runs, at)) > 1
     lines = [
-        f"Evaluation return at {at:,} env steps (mean of {episodes_phrase(runs, at)} per evaluation; over seeds: mean "
+        f"Evaluation return at {at:,} env steps (mean of {episodes_phrase(runs, at)}; over seeds: mean "
         "± std and IQM with its 95 % stratified bootstrap CI). condition: the short name the figures use "
         "(conditions.md); runs: the runs evaluated there, of all runs of the condition."
         + (" Keypoint separation and batch std: train.csv means over the last 10 % of env steps up to there, in map "
@@ -606,10 +613,7 @@ def differences(
     for treatment, control in pairs:
         tasks = dict.fromkeys(t for (label, t) in by_group if label in (treatment, control))
         for task in tasks:
-            x, y = (
-                [float(row["episode_return"]) for _, row in reached(by_group.get((label, task), []), at)]
-                for label in (treatment, control)
-            )
+            x, y = (returns_at(by_group.get((label, task), []), at) for label in (treatment, control))
             row: dict[str, Any] = {"treatment": treatment, "control": control, "task": task, "env_step": at,
                                    "n_treatment": len(x), "n_control": len(y)}  # fmt: skip
             row.update(_difference_stats(x, y, reps) if x and y else {"note": "no runs at this step on one side"})
@@ -763,9 +767,7 @@ def performance_profiles(runs: Sequence[Run], task: str, at: int, reps: int = 20
     :func:`kprl.evaluation.stats.performance_profile`) on one τ grid shared by the conditions
     (:func:`profile_thresholds`), and how many runs it is over. Conditions without runs at ``at`` are left out."""
     finals = {
-        label: [float(row["episode_return"]) for _, row in there]
-        for (label, t), members in groups(runs).items()
-        if t == task and (there := reached(members, at))
+        label: scores for (label, t), members in groups(runs).items() if t == task and (scores := returns_at(members, at))
     }
     if not finals:
         return {}
@@ -788,7 +790,7 @@ def _write_profile(runs: Sequence[Run], task: str, at: int, out: Path, reps: int
         for label, (band, n) in profiles.items()
         for tau, fraction, low, high in zip(*band, strict=True)
     ]
-    path = out / f"performance_profile_{task}"
-    write_csv(path.with_suffix(".csv"), rows, PROFILE_COLUMNS)
+    table, figure = out / f"performance_profile_{task}.csv", out / f"performance_profile_{task}.png"
+    write_csv(table, rows, PROFILE_COLUMNS)
     named = {f"{short[label]} ({n} run{'s' if n > 1 else ''})": band for label, (band, n) in profiles.items()}
-    return [path.with_suffix(".csv"), performance_profile_figure(named, task, at, path.with_suffix(".png"))]
+    return [table, performance_profile_figure(named, task, at, figure)]

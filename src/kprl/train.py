@@ -34,6 +34,7 @@ from kprl.envs.factory import PixelEnv, check_task, make_pixel_env, task_action_
 from kprl.errors import CheckpointError, ConfigError, KprlError, TrainingError
 from kprl.hardware import describe_machine, keep_freed_memory, peak_rss_mib, resolve_device
 from kprl.logger import RunLogger, Throughput
+from kprl.progress import RunEta, Stopwatch, Task, format_seconds
 from kprl.provenance import code_version
 from kprl.replay import FrameReplay
 from kprl.video import write_video
@@ -133,6 +134,7 @@ def evaluate(
     episodes: int,
     video_path: Path | None = None,
     figure_path: Path | None = None,
+    on_episode: Callable[[int, float], None] | None = None,
 ) -> dict[str, float]:
     """Run ``episodes`` episodes with the deterministic policy on a fresh env seeded by ``eval_seed``.
 
@@ -143,7 +145,8 @@ def evaluate(
     each frame shows the keypoints of its observation (`keypoint_video_frame`). ``figure_path``: for agents with
     an IMM objective, write the IMM example figure of ``IMM_FIGURE_EXAMPLES`` observation pairs spread over the
     first episode (`kprl.viz.imm.write_agent_imm_figure`); ignored for other agents. Neither changes the actions:
-    keypoints are computed only for the video and the figure, after acting."""
+    keypoints are computed only for the video and the figure, after acting. ``on_episode(index, return)`` is
+    called after each episode (progress)."""
     env = make_env(cfg, seed=eval_seed)
     render = C.render_size(cfg)
     draw = video_path is not None and agent.keypoint_head_index is not None
@@ -170,6 +173,8 @@ def evaluate(
                 if observations is not None:
                     observations.append(step.obs.copy())
             returns.append(total)
+            if on_episode is not None:
+                on_episode(episode, total)
             if frames is not None and video_path is not None:
                 write_video(video_path, frames, fps=max(1, 30 // max(1, env.action_repeat // 2)))
             if observations is not None and offset is not None and figure_path is not None:
@@ -250,6 +255,7 @@ class Workspace:
         self.cfg = cfg
         self.on_eval = on_eval
         self.stopped = False
+        self.eta: RunEta | None = None
         self.device = resolve_device(cfg.device)
         self.run_dir = prepare_run_dir(cfg)
         remove_stale_temporaries(self.run_dir)
@@ -343,8 +349,18 @@ class Workspace:
         )
         t0 = time.perf_counter()
         eval_seed = self.cfg.seed + EVAL_SEED_OFFSET + s.env_step
-        result = evaluate(self.agent, self.cfg, eval_seed, self.cfg.eval_episodes, video, figure)
+        bar = self.logger.console.task(f"eval at {s.env_step}", total=self.cfg.eval_episodes)
+
+        def on_episode(index: int, episode_return: float) -> None:
+            bar.update(completed=index + 1, info=f"return {episode_return:.1f}")
+
+        try:
+            result = evaluate(self.agent, self.cfg, eval_seed, self.cfg.eval_episodes, video, figure, on_episode)
+        finally:
+            bar.done()
         eval_seconds = time.perf_counter() - t0
+        if self.eta is not None:
+            self.eta.evaluations.add(eval_seconds, 1)
         row = {
             "env_step": s.env_step,
             "agent_step": C.agent_steps(s.env_step, self.action_repeat),
@@ -427,6 +443,12 @@ class Workspace:
         throughput = Throughput(s.env_step)
         last_print = s.env_step
         seed_agent_steps = C.agent_steps(self.seed_env_steps, self.action_repeat)
+        burst_pending = cfg.seed_update_burst and s.updates == 0 and seed_agent_steps > 0
+        self.eta = eta = RunEta(cfg.env_steps, self.seed_env_steps, cfg.eval_every,
+                                burst_updates=seed_agent_steps if burst_pending else 0)  # fmt: skip
+        bar = self.logger.console.task("train (env steps)", total=cfg.env_steps, completed=s.env_step)
+        episode_clock = Stopwatch()
+        updates_before_episode, burst_seconds = s.updates, 0.0
         # Per-metric sums and counts: the actor, alpha, targets and auxiliary losses are not updated every update,
         # so each metric is averaged over the updates that produced it.
         metric_sums: dict[str, float] = {}
@@ -446,7 +468,9 @@ class Workspace:
                     # pytorch_sac_ae does init_steps updates at once when the seed phase ends, all scheduled as
                     # the same step: each also updates actor and targets when that step is on their schedule
                     # (1000 seed actions is; an odd number of seed actions with updates every 2 is not).
-                    for _ in range(max(1, seed_agent_steps) if burst else 1):
+                    burst_clock = Stopwatch()
+                    burst_bar = self.logger.console.task("seed burst (updates)", total=seed_agent_steps) if burst else None
+                    for done in range(1, (max(1, seed_agent_steps) if burst else 1) + 1):
                         batch = self.replay.sample(
                             cfg.batch_size,
                             self.np_rng,
@@ -465,6 +489,13 @@ class Workspace:
                                 )
                             metric_sums[key] = metric_sums.get(key, 0.0) + value
                             metric_counts[key] = metric_counts.get(key, 0) + 1
+                        if burst_bar is not None:
+                            self._burst_progress(burst_bar, done, seed_agent_steps, burst_clock)
+                    if burst_bar is not None:
+                        burst_bar.done()
+                        burst_seconds = burst_clock.lap()
+                        eta.updates.add(burst_seconds, seed_agent_steps)
+                        eta.burst_updates = 0
                 step = self.env.step(action)
                 self.replay.add(action, step.reward, step.discount, step.frame)
                 s.env_step += self.action_repeat
@@ -475,6 +506,12 @@ class Workspace:
                 # ---- episode boundary: log, evaluate, checkpoint, reset
                 s.episode += 1
                 rate = throughput.update(s.env_step)
+                episode_seconds = episode_clock.lap() - burst_seconds
+                learned = s.updates - updates_before_episode > (seed_agent_steps if burst_seconds else 0)
+                (eta.learning if learned else eta.acting).add(episode_seconds, episode_len * self.action_repeat)
+                updates_before_episode, burst_seconds = s.updates, 0.0
+                eta_text = format_seconds(eta.seconds_left(s.env_step, self.action_repeat))
+                bar.update(completed=s.env_step, info=f"return {episode_return:.1f} | ETA {eta_text}")
                 row: dict[str, Any] = {
                     "env_step": s.env_step,
                     "agent_step": C.agent_steps(s.env_step, self.action_repeat),
@@ -492,13 +529,13 @@ class Workspace:
                     last_print = s.env_step
                     self.logger.print(
                         f"train env_step {s.env_step:>8d}/{cfg.env_steps} | episode {s.episode:>4d} "
-                        f"| return {episode_return:7.1f} | {rate:6.1f} env steps/s "
-                        f"| ETA {throughput.eta(s.env_step, cfg.env_steps, rate)}"
+                        f"| return {episode_return:7.1f} | {rate:6.1f} env steps/s | ETA {eta_text}"
                     )
                 if s.env_step >= s.next_eval or s.env_step >= cfg.env_steps:
                     self.stopped = not self._evaluate_and_log()
                 if s.env_step >= s.next_checkpoint or s.env_step >= cfg.env_steps or self.stopped:
                     self._checkpoint()
+                episode_clock.lap()  # evaluation and checkpoint time is counted apart
                 if s.env_step >= cfg.env_steps or self.stopped:
                     if self.stopped:
                         self.logger.print(f"stopped by on_eval at env step {s.env_step}; rerun to resume")
@@ -515,9 +552,18 @@ class Workspace:
                 final = self.logger.eval_csv.rows[-1]
                 self.logger.hparams(C.flatten(cfg), {"hparam/final_eval_return": float(final["episode_return"])})
         finally:
+            bar.done()
             self.logger.close()
             self.env.close()
         return self._summary()
+
+    def _burst_progress(self, bar: Task, done: int, total: int, clock: Stopwatch) -> None:
+        """Progress of the seed burst after ``done`` updates: its bar on a terminal, a line every tenth elsewhere."""
+        rate = done / max(clock.elapsed(), 1e-9)
+        left = format_seconds((total - done) / rate)
+        bar.update(completed=done, info=f"{rate:.2f} updates/s | {left} left")
+        if not self.logger.console.live and done % max(1, total // 10) == 0:
+            self.logger.print(f"seed burst {done}/{total} updates | {rate:.2f} updates/s | {left} left")
 
     def _summary(self) -> dict[str, Any]:
         rows = self.logger.eval_csv.rows
