@@ -12,7 +12,7 @@ RUN_ARGS  ?= --agent sac_ae_imm --augmentation crop --task cartpole_swingup --se
              --eval-every 1000 \
              --checkpoint-every 1000 --eval-episodes 3
 
-.PHONY: setup run test test-slow bench lint clean
+.PHONY: setup run test test-slow bench lint clean grid grid-status harvest
 
 # torch is installed first and pinned: on a CPU machine this takes the CPU wheel; a bare `torch` resolved by pip
 # would pull a multi-GB CUDA build.
@@ -42,6 +42,19 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
+
+# The experiment grid (docs/grid.md): start what fits the hours this machine has left, in the background; see
+# where it stands; copy the runs' logs into results/ and regenerate the report (commit them before the machine goes).
+GRID  ?= experiments/cartpole_100k.toml
+HOURS ?= 2.5
+grid: $(STAMP)
+	$(BIN)/kprl grid run $(GRID) --hours $(HOURS)
+
+grid-status: $(STAMP)
+	$(BIN)/kprl grid status $(GRID)
+
+harvest: $(STAMP)
+	$(BIN)/kprl grid harvest $(GRID)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
