@@ -10,8 +10,8 @@ import imageio.v3 as iio
 import numpy as np
 
 import kprl
-from kprl.detect import draw_points
 from kprl.envs.dmc import DMCEnv
+from kprl.viz.keypoints import draw_points
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "results" / "keypoints" / "cartpole_k3"

@@ -11,15 +11,17 @@ import pytest
 import torch
 
 from kprl import config as C
-from kprl import train as train_module
+from kprl import evaluate as evaluate_module
 from kprl.agents.factory import make_agent
 from kprl.agents.sac import SACAgent
 from kprl.checkpoint import save_checkpoint
 from kprl.cli import main
-from kprl.detect import PALETTE, detect_agent, frame_stacks, view_to_frame
+from kprl.detect import detect_agent, frame_stacks
+from kprl.envs.factory import make_env
 from kprl.errors import ConfigError
-from kprl.evaluate import evaluate_saved, load_agent
-from kprl.train import evaluate, imm_pair_indices, keypoint_video_frame, make_env, train
+from kprl.evaluate import evaluate, evaluate_saved, imm_pair_indices, keypoint_video_frame, load_agent
+from kprl.train import train
+from kprl.viz.keypoints import PALETTE, view_to_frame
 
 VIDEO_SIZE = 64
 
@@ -105,7 +107,7 @@ def test_imm_pairs_are_spread_over_the_episode() -> None:
 def capture_video(monkeypatch: pytest.MonkeyPatch, agent: SACAgent, cfg: C.TrainConfig, path: Path) -> list[Any]:
     """Run `evaluate` for one episode and return the video frames it would write (exact, before encoding)."""
     captured: list[Any] = []
-    monkeypatch.setattr(train_module, "write_video", lambda p, frames, fps: captured.extend(frames))
+    monkeypatch.setattr(evaluate_module, "write_video", lambda p, frames, fps: captured.extend(frames))
     evaluate(agent, cfg, 7, 1, path)
     return captured
 
@@ -125,7 +127,7 @@ def test_video_frames_show_the_keypoints_where_the_view_maps(monkeypatch: pytest
         m.setattr(agent, "keypoints", centre)
         drawn = capture_video(m, agent, cfg, tmp_path / "b.mp4")
     with monkeypatch.context() as m:  # the same run without drawing
-        m.setattr(train_module, "keypoint_video_frame", lambda agent, obs, frame, render: frame)
+        m.setattr(evaluate_module, "keypoint_video_frame", lambda agent, obs, frame, render: frame)
         undrawn = capture_video(m, agent, cfg, tmp_path / "c.mp4")
     assert len(drawn) == len(undrawn) == len(plain) == 5 and calls == [(1, 9, 100, 100)] * 5
     for with_kp, without in zip(drawn, undrawn, strict=True):
@@ -147,7 +149,7 @@ def test_sac_ae_video_is_not_touched(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     def fail(*args: Any) -> None:
         raise AssertionError("keypoints drawn for an agent without keypoints")
 
-    monkeypatch.setattr(train_module, "keypoint_video_frame", fail)
+    monkeypatch.setattr(evaluate_module, "keypoint_video_frame", fail)
     frames = capture_video(monkeypatch, agent, cfg, tmp_path / "v.mp4")
     env = make_env(cfg, seed=7)
     try:

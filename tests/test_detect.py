@@ -11,9 +11,10 @@ from torch import nn
 
 from kprl import config as C
 from kprl.checkpoint import save_checkpoint
-from kprl.detect import detect, draw_keypoints, keypoints_command, read_frames, scale_to_frame
+from kprl.detect import detect, draw_keypoints, keypoints_command, read_frames
 from kprl.errors import ConfigError, DataError
 from kprl.nets.imm import IMM, KeypointOutput
+from kprl.viz.keypoints import scale_to_frame
 
 MODEL_SIZE = 32
 
@@ -238,7 +239,7 @@ def test_keypoints_command_end_to_end(tmp_path: Path) -> None:
         assert kp.dtype == np.float32 and kp.shape == (5, 2, 2)
         assert data["image_size"].tolist() == [40, 56]
         assert int(data["model_image_size"]) == MODEL_SIZE and int(data["checkpoint_step"]) == 7
-    from kprl.imm_train import load_imm
+    from kprl.imm.checkpoint import load_imm
 
     np.testing.assert_allclose(kp, detect(load_imm(run_dir).model, MODEL_SIZE, frames, "cpu"), atol=1e-5)
     assert read_frames(video).shape == (5, 64, 64, 3)

@@ -145,7 +145,7 @@ def test_imm_train_killed_at_random_moments_resumes_to_the_same_model(tmp_path: 
     import torch
 
     from kprl.data.synthetic import write_shapes_dataset
-    from kprl.imm_train import load_imm
+    from kprl.imm.checkpoint import load_imm
 
     data = write_shapes_dataset(tmp_path / "squares", episodes=6, length=8, size=28)
 

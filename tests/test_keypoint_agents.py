@@ -213,7 +213,7 @@ def pretrained_agent(name: str, imm_run: Path, freeze: bool, **encoder: int) -> 
 
 @pytest.mark.parametrize("freeze", [False, True])
 def test_pretrained_imm_initialises_the_keynet_frozen_or_fine_tuned(standalone_imm: Path, freeze: bool) -> None:
-    from kprl.imm_train import load_imm
+    from kprl.imm.checkpoint import load_imm
 
     keynet = load_imm(standalone_imm).model.keynet
     agent = pretrained_agent("sac_imm", standalone_imm, freeze)

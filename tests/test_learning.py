@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from kprl.config import TrainConfig
-from kprl.train import EVAL_SEED_OFFSET, make_env, train
+from kprl.envs.factory import make_env
+from kprl.train import EVAL_SEED_OFFSET, train
 
 ENV_STEPS = 12_000
 SEEDS = (1, 2)

@@ -11,7 +11,7 @@ import torch
 
 from kprl.config import IMMConfig
 from kprl.errors import ConfigError
-from kprl.imm_train import EpisodeSplit
+from kprl.imm.checkpoint import EpisodeSplit
 from kprl.nets.imm import IMM
 from kprl.viz.imm import figures_from_run, write_imm_figures
 

@@ -21,6 +21,7 @@ __all__ = ["__version__", *_API]
 
 def __getattr__(name: str) -> _Any:
     if name in _API:
+        # Loaded on first use, so `import kprl` and the CLI's start stay light (the API imports torch).
         from kprl import api
 
         return getattr(api, name)

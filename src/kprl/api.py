@@ -31,10 +31,15 @@ import torch
 
 from kprl import config as C
 from kprl.agents.sac import SACAgent
-from kprl.envs.factory import PixelEnv, check_task
+from kprl.detect import detect, detect_agent, is_agent_checkpoint
+from kprl.envs.factory import PixelEnv, check_task, make_env
 from kprl.errors import ConfigError
+from kprl.evaluate import evaluate_saved, load_agent
+from kprl.hardware import resolve_device
+from kprl.imm.checkpoint import load_imm
 from kprl.train import EvalCallback
 from kprl.train import train as _train
+from kprl.viz.keypoints import newest_frame_keypoints, view_to_frame
 
 if TYPE_CHECKING:
     from kprl.envs.gymnasium_env import PixelGymEnv
@@ -71,8 +76,6 @@ def evaluate_agent(
     """Evaluate the newest checkpoint of a run directory (or a checkpoint directory) as ``kprl eval`` does: the
     deterministic policy for ``episodes`` episodes; optionally the first one as an mp4 ``video``. Returns
     episode_return (mean) with its std/min/max, env_step and the checkpoint used."""
-    from kprl.evaluate import evaluate_saved
-
     # load_agent finds the newest checkpoint below a run dir, and the run dir above a checkpoint.
     return evaluate_saved(
         checkpoint=Path(run),
@@ -122,8 +125,6 @@ class Policy:
     def keypoints(self, obs: np.ndarray) -> np.ndarray | None:
         """float32 [K, 2] pixel (x, y) of the agent's keypoints in the newest frame of ``obs`` (x right, y down,
         in the observation's own pixels), or None for an agent without keypoints (sac_ae)."""
-        from kprl.detect import newest_frame_keypoints, view_to_frame
-
         coords = self.agent.keypoints(torch.as_tensor(np.asarray(obs)).unsqueeze(0))
         if coords is None:
             return None
@@ -135,13 +136,12 @@ class Policy:
     def make_env(self, seed: int = 0) -> PixelEnv:
         """A fresh environment exactly as the agent saw during training (task, render size, action repeat, frame
         stack, camera, time limit); close it when done."""
-        from kprl.train import make_env
-
         return make_env(self.config, seed=seed)
 
     def make_gym_env(self, render_mode: str | None = None, render_size: int | None = None) -> PixelGymEnv:
         """The same environment as `make_env`, as a ``gymnasium.Env`` (`kprl.envs.gymnasium_env.PixelGymEnv`):
         seed it with ``reset(seed=...)``; close it when done. Needs Gymnasium (``pip install 'kprl[gym]'``)."""
+        # Gymnasium is optional (kprl[gym]): imported only when a Gymnasium env is asked for.
         from kprl.envs.gymnasium_env import PixelGymEnv
 
         env = self.config.env
@@ -152,8 +152,6 @@ class Policy:
 
 def load_policy(run: str | Path, device: str = "cpu") -> Policy:
     """The agent of a ``kprl train`` run directory (its newest checkpoint) or of one checkpoint directory."""
-    from kprl.evaluate import load_agent
-
     agent, cfg, meta = load_agent(checkpoint=Path(run), device=device)
     agent.train(False)  # evaluation mode for every act() and keypoints() call
     return Policy(agent, cfg, int(meta["env_step"]))
@@ -173,6 +171,7 @@ def make_gym_env(
     observations [3 * frame_stack, image_size, image_size], actions in [-1, 1]^A, time limits as truncations. The
     arguments are those of `kprl.envs.gymnasium_env.PixelGymEnv`; None takes kprl's default for the task. A
     :class:`kprl.errors.ConfigError` for an unknown task. Needs Gymnasium (``pip install 'kprl[gym]'``)."""
+    # Gymnasium is optional (kprl[gym]): imported only when a Gymnasium env is asked for.
     from kprl.envs.gymnasium_env import PixelGymEnv
 
     return PixelGymEnv(task, image_size=image_size, action_repeat=action_repeat, frame_stack=frame_stack,
@@ -202,8 +201,6 @@ class KeypointDetector:
 def load_keypoint_detector(path: str | Path, device: str = "cpu") -> KeypointDetector:
     """A :class:`KeypointDetector` from a ``kprl imm train`` run (run dir, checkpoint dir or state.pt) or a keypoint
     agent's run (sac_ae_imm, sac_imm). A :class:`kprl.errors.ConfigError` for an agent without keypoints."""
-    from kprl.detect import detect, detect_agent, is_agent_checkpoint
-
     path = Path(path)
     if is_agent_checkpoint(path):
         policy = load_policy(path, device)
@@ -212,8 +209,6 @@ def load_keypoint_detector(path: str | Path, device: str = "cpu") -> KeypointDet
         # detect_agent returns the newest frame's keypoints: K of them, per-frame keypoints or not.
         return KeypointDetector(path, policy.config.keypoint.keypoints,
                                 lambda frames: detect_agent(policy.agent, policy.config, frames))  # fmt: skip
-    from kprl.hardware import resolve_device
-    from kprl.imm_train import load_imm
 
     dev = resolve_device(device)
     loaded = load_imm(path, dev)

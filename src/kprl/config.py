@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from kprl.errors import ConfigError
+from kprl.runtime.files import atomic_write_text
 
 AgentName = Literal["sac_ae", "sac_ae_imm", "sac_imm"]
 AugmentationName = Literal["none", "crop", "shift"]
@@ -578,8 +579,6 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 def save_json(cfg: Any, path: Path) -> None:
     """Write the resolved config as indented JSON (atomically)."""
-    from kprl.checkpoint import atomic_write_text
-
     atomic_write_text(path, json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
 
 

@@ -29,20 +29,25 @@ import io
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
+import imageio.v2 as imageio
+import imageio.v3 as iio
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kprl.checkpoint import atomic_write_bytes
+from kprl.agents.sac import SACAgent
+from kprl.checkpoint import find_checkpoint, load_state
+from kprl.config import TrainConfig, render_size
 from kprl.errors import ConfigError, DataError
+from kprl.evaluate import load_agent
+from kprl.hardware import resolve_device
+from kprl.imm.checkpoint import load_imm
 from kprl.nets.imm import IMM
-from kprl.nets.keypoints import to_pixels
-
-if TYPE_CHECKING:
-    from kprl.agents.sac import SACAgent
-    from kprl.config import TrainConfig
+from kprl.runtime.files import atomic_write_bytes
+from kprl.video import write_video
+from kprl.viz.keypoints import disc_radius, draw_points, newest_frame_keypoints, scale_to_frame, view_to_frame
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".gif")
 """Video files `read_frames` reads (through imageio)."""
@@ -50,14 +55,6 @@ MIN_FRAME_SIZE = 8
 """Frames smaller than this (either side, in pixels) are refused."""
 OVERLAY_FPS = 15
 """Frame rate of the overlay video."""
-# One colour per keypoint (matplotlib's tab10), cycled when there are more keypoints.
-PALETTE = np.array(
-    [
-        [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-        [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207],
-    ],
-    dtype=np.uint8,
-)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------- reading
@@ -130,8 +127,6 @@ def _read_npz(path: Path) -> np.ndarray:
 
 
 def _read_png_folder(path: Path) -> np.ndarray:
-    import imageio.v3 as iio
-
     entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
     others = [p for p in entries if p.suffix.lower() != ".png"]
     if others:
@@ -157,8 +152,6 @@ def _read_png_folder(path: Path) -> np.ndarray:
 
 
 def _read_video(path: Path) -> np.ndarray:
-    import imageio.v2 as imageio
-
     images: list[np.ndarray] = []
     try:
         with imageio.get_reader(path) as reader:
@@ -214,25 +207,6 @@ def _resize(frames: np.ndarray, height: int, width: int, device: torch.device) -
     return x.clamp_(0.0, 255.0)
 
 
-@overload
-def scale_to_frame(points: np.ndarray, model_size: int, height: int, width: int) -> np.ndarray: ...
-@overload
-def scale_to_frame(points: torch.Tensor, model_size: int, height: int, width: int) -> torch.Tensor: ...
-def scale_to_frame(
-    points: np.ndarray | torch.Tensor, model_size: int, height: int, width: int
-) -> np.ndarray | torch.Tensor:
-    """Pixel (x, y) [..., 2] of a ``model_size`` x ``model_size`` image -> pixel (x, y) of the ``height`` x
-    ``width`` frame it was resized from (with ``align_corners=False``).
-
-    Both use the pixel-corner convention (origin at the top-left corner of the top-left pixel), under which the
-    resize is a pure scaling: x * width / model_size, y * height / model_size."""
-    if isinstance(points, torch.Tensor):
-        scale_t = points.new_tensor([width / model_size, height / model_size])
-        return points * scale_t
-    scale = np.array([width / model_size, height / model_size])
-    return (np.asarray(points, dtype=np.float64) * scale).astype(np.float32)
-
-
 def fits_by_crop(height: int, width: int, model_size: int, frame_size: int) -> bool:
     """Whether frames of ``height`` x ``width`` are the frames a standalone IMM was trained on (square, of the
     dataset's ``frame_size``, larger than the model's input): then the model sees their centre crop, as in training
@@ -280,38 +254,6 @@ def detect(
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
-def view_to_frame(
-    coords: np.ndarray | torch.Tensor, view_size: int, render_size: int, height: int, width: int
-) -> np.ndarray:
-    """Agent keypoints (x, y) in [-1, 1] of its ``view_size`` px centre-cropped view [..., 2] -> float32 pixel
-    (x, y) of a ``height`` x ``width`` image of the whole ``render_size`` px frame (pixel-corner convention).
-
-    View pixel p (`kprl.nets.keypoints.to_pixels`) is render pixel p + (render_size - view_size) // 2 (the offset
-    `kprl.augment.center_crop` crops at), and render pixel q is q * width / render_size, q * height / render_size
-    in the image (`scale_to_frame`: a resize with ``align_corners=False`` or a render at another size)."""
-    if view_size > render_size:
-        raise ValueError(f"the view ({view_size} px) cannot be larger than the render ({render_size} px)")
-    points = torch.as_tensor(coords).detach().cpu().double()
-    pixels = to_pixels(points, view_size, view_size) + float((render_size - view_size) // 2)
-    return scale_to_frame(pixels.numpy(), render_size, height, width)
-
-
-def newest_frame_keypoints(agent: SACAgent, coords: torch.Tensor) -> torch.Tensor:
-    """The keypoints of the newest frame of each observation among an agent's keypoints [B, K', 2].
-
-    An agent with per-frame keypoints finds K in each of the S stacked frames (S*K, oldest frame's first); only the
-    newest frame's last K are kept. Other agents' keypoints are returned as they are."""
-    index = agent.keypoint_head_index
-    if index is None:
-        return coords
-    head = agent.critic.encoder.heads[index]
-    frames = int(getattr(head, "frames", 1))
-    per_frame = int(getattr(head, "num_keypoints", coords.shape[1]))
-    if frames > 1 and coords.shape[1] == frames * per_frame:
-        return coords[:, -per_frame:]
-    return coords
-
-
 def frame_stacks(frames: torch.Tensor, frame_stack: int, start: int, stop: int) -> torch.Tensor:
     """Observation stacks [stop - start, frame_stack * C, H, W] of frames ``start..stop-1`` of a sequence
     [N, C, H, W]: each frame with the ``frame_stack - 1`` before it, oldest first, the first frame repeated where
@@ -330,8 +272,6 @@ def detect_agent(agent: SACAgent, cfg: TrainConfig, frames: np.ndarray, batch_si
     (`frame_stacks`, the first frame repeated at the start), and `SACAgent.keypoints` finds the keypoints in the
     centre crop the agent sees; `view_to_frame` maps them back. With per-frame keypoints only the newest frame's
     are returned (`newest_frame_keypoints`). A ConfigError for an agent without keypoints."""
-    from kprl.config import render_size
-
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
     if batch_size < 1:
@@ -363,8 +303,6 @@ def detect_agent(agent: SACAgent, cfg: TrainConfig, frames: np.ndarray, batch_si
 
 def is_agent_checkpoint(path: Path) -> bool:
     """Whether ``path`` resolves to a checkpoint of a `kprl train` agent (its state names ``agent_name``)."""
-    from kprl.checkpoint import find_checkpoint, load_state
-
     if not path.exists():
         return False
     ckpt = find_checkpoint(path)
@@ -374,42 +312,6 @@ def is_agent_checkpoint(path: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- drawing
-
-
-def disc_radius(size: int) -> float:
-    """Radius in pixels of the keypoint discs on a ``size`` px image: max(2, size / 64)."""
-    return max(2.0, size / 64.0)
-
-
-def draw_points(image: np.ndarray, points: np.ndarray, radius: float | None = None) -> np.ndarray:
-    """Draw keypoints on one uint8 frame [H, W, 3] **in place** and return it.
-
-    ``points`` [K, 2] are pixel (x, y) of ``image`` (pixel-corner convention: the centre of pixel column i, row j is
-    (i + 0.5, j + 0.5)); keypoint k becomes a filled disc of ``radius`` (default `disc_radius` of the smaller side)
-    in colour ``PALETTE[k % 10]`` with a one-pixel dark rim. A pixel is coloured when its centre lies within the
-    disc. Non-finite keypoints are skipped, discs are clipped at the image border."""
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {tuple(image.shape)}")
-    points = np.asarray(points, dtype=np.float64)
-    if points.ndim != 2 or points.shape[-1] != 2:
-        raise ValueError(f"points must be [K, 2], got shape {tuple(points.shape)}")
-    height, width = int(image.shape[0]), int(image.shape[1])
-    radius = disc_radius(min(height, width)) if radius is None else float(radius)
-    reach = int(np.ceil(radius + 1.0))
-    for k, (x, y) in enumerate(points):
-        if not (np.isfinite(x) and np.isfinite(y)):
-            continue
-        col0, col1 = max(0, int(np.floor(x)) - reach), min(width, int(np.floor(x)) + reach + 1)
-        row0, row1 = max(0, int(np.floor(y)) - reach), min(height, int(np.floor(y)) + reach + 1)
-        if col0 >= col1 or row0 >= row1:
-            continue
-        dx = np.arange(col0, col1) + 0.5 - x
-        dy = np.arange(row0, row1) + 0.5 - y
-        dist2 = dy[:, None] ** 2 + dx[None, :] ** 2
-        patch = image[row0:row1, col0:col1]
-        patch[dist2 <= (radius + 1.0) ** 2] = 0
-        patch[dist2 <= radius**2] = PALETTE[k % len(PALETTE)]
-    return image
 
 
 def draw_keypoints(frames: np.ndarray, keypoints: np.ndarray, size: int) -> np.ndarray:
@@ -491,9 +393,6 @@ def keypoints_command(
     an agent); with ``video``, also an mp4 of the frames (``video_size`` px square) with the keypoints drawn.
     Existing outputs are refused unless ``overwrite`` (checked before any work); an agent without keypoints
     (sac_ae) is a one-line ConfigError."""
-    from kprl.hardware import resolve_device
-    from kprl.video import write_video
-
     checkpoint, frames, out = Path(checkpoint), Path(frames), Path(out)
     video = Path(video) if video is not None else None
     _check_output(out, (".npz",), "--out", overwrite)
@@ -508,8 +407,6 @@ def keypoints_command(
     agent_name: str | None = None
     fit: str | None = None  # how the frames were brought to the model's input
     if is_agent_checkpoint(checkpoint):
-        from kprl.config import render_size
-        from kprl.evaluate import load_agent
 
         agent, cfg, meta = load_agent(checkpoint=checkpoint, device=str(dev))
         if agent.keypoint_head_index is None:
@@ -522,8 +419,6 @@ def keypoints_command(
         images = read_frames(frames)
         keypoints = detect_agent(agent, cfg, images)
     else:
-        from kprl.imm_train import load_imm
-
         loaded = load_imm(checkpoint, dev)
         model_size, step, ckpt = loaded.image_size, loaded.step, loaded.checkpoint
         images = read_frames(frames)

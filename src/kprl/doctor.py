@@ -6,13 +6,13 @@ import os
 import time
 from typing import Any
 
+import torch
+
+from kprl.hardware import native_bf16
+
 
 def doctor(task: str = "cartpole_swingup", image_size: int = 84) -> dict[str, Any]:
     """Render one frame of ``task`` and report the GL backend, torch version/threads/device and CUDA."""
-    import torch
-
-    from kprl.hardware import native_bf16
-
     report: dict[str, Any] = {
         "MUJOCO_GL": os.environ.get("MUJOCO_GL", "(unset)"),
         "torch": torch.__version__,
@@ -22,10 +22,11 @@ def doctor(task: str = "cartpole_swingup", image_size: int = 84) -> dict[str, An
         else "not native (--precision auto picks fp32)",
     }
     try:
+        # Imported here, inside the try: a missing or broken simulator or GL backend is what doctor reports.
         import mujoco
 
         report["mujoco"] = mujoco.__version__
-        from kprl.envs.dmc import DMCEnv
+        from kprl.envs.dmc import DMCEnv  # inside the try too: it imports dm_control
 
         env = DMCEnv(task, image_size=image_size, seed=0)
         t0 = time.perf_counter()

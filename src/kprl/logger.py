@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import imageio.v2 as imageio
 import numpy as np
 
-from kprl.checkpoint import atomic_write_text
+from kprl.errors import ConfigError
 from kprl.progress import Console
+from kprl.runtime.files import atomic_write_text
 
 
 class CSVLog:
@@ -79,10 +81,9 @@ class WandbSink:
     the killed attempt had already sent (the CSV files are the exact record)."""
 
     def __init__(self, run_dir: Path, project: str, config: dict[str, Any], name: str | None = None) -> None:
-        try:
+        try:  # W&B is optional (kprl[wandb]): imported only when --wandb True
             import wandb
         except ImportError as exc:
-            from kprl.errors import ConfigError
 
             raise ConfigError("--wandb True needs Weights & Biases: pip install 'kprl[wandb]'") from exc
         id_file = Path(run_dir) / "wandb_id"
@@ -125,6 +126,7 @@ class RunLogger:
         self.wandb = wandb
         self.writer = None
         if tensorboard:
+            # Imported only when TensorBoard logging is on: tensorboard takes seconds to import.
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step hides events written after the checkpoint by a killed earlier attempt; the checkpoint's own
@@ -164,8 +166,6 @@ class RunLogger:
     def image_file(self, tag: str, path: Path, step: int) -> None:
         """A PNG written by the run (e.g. the IMM example figure) as a TensorBoard image."""
         if self.writer is not None and Path(path).is_file():
-            import imageio.v2 as imageio
-
             image = np.asarray(imageio.imread(path))[..., :3]
             self.writer.add_image(tag, image, step, dataformats="HWC")
 
@@ -174,8 +174,6 @@ class RunLogger:
         (TensorBoard's own video support needs moviepy; the mp4 itself stays in the run directory)."""
         if self.writer is None or not Path(path).is_file():
             return
-        import imageio.v2 as imageio
-
         with imageio.get_reader(path) as reader:
             video = np.stack([np.asarray(f)[..., :3] for f in reader])
         picks = np.linspace(0, len(video) - 1, min(frames, len(video))).round().astype(int)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import shutil
 from collections.abc import Iterable, Sequence
@@ -55,7 +56,6 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from kprl import config as C
-from kprl.checkpoint import atomic_write_text
 from kprl.errors import ConfigError, KprlError
 from kprl.evaluation.stats import (
     bootstrap_band,
@@ -66,6 +66,8 @@ from kprl.evaluation.stats import (
     probability_of_improvement,
     stratified_bootstrap_ci,
 )
+from kprl.runtime.files import atomic_write_text
+from kprl.viz import report as plots
 from kprl.viz.curves import read_csv
 from kprl.viz.report import Band
 
@@ -655,8 +657,6 @@ def differences_markdown(at: int, rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    import io
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -711,19 +711,17 @@ def _write_figures(
 ) -> list[Path]:
     """Per task the curves, the performance profile (figure and CSV) and the keypoint diagnostics; the IMM losses;
     a copy of each keypoint run's newest IMM example figure. Returns the files written."""
-    from kprl.viz.report import imm_loss_figure, keypoint_spread_figure
-
     written: list[Path] = []
     for task in dict.fromkeys(r.task for r in runs):
         written.append(_write_curves(runs, task, out, reference_dir, reps))
         written += _write_profile(runs, task, at, out, reps)
         if spread := keypoint_series(runs, task):
-            written.append(keypoint_spread_figure(spread, task, out / f"keypoints_{task}.png"))
+            written.append(plots.keypoint_spread_figure(spread, task, out / f"keypoints_{task}.png"))
 
     rl_losses = {f"{r.short} seed {r.seed}": s for r in runs if (s := imm_loss_series(r)) is not None}
     if rl_losses:
         path = out / "imm_loss.png"
-        imm_loss_figure(rl_losses, standalone_imm_losses(imm_run), path)
+        plots.imm_loss_figure(rl_losses, standalone_imm_losses(imm_run), path)
         written.append(path)
 
     for r in runs:
@@ -739,8 +737,6 @@ def _write_figures(
 def _write_curves(runs: Sequence[Run], task: str, out: Path, reference_dir: Path | None, reps: int) -> Path:
     """``curves_<task>.png``: each condition's mean return with its bootstrap band (unfinished runs up to where
     they got) beside the published curves."""
-    from kprl.viz.report import learning_curves_figure
-
     curves = {}
     for (_, t), members in groups(runs).items():
         if t == task:
@@ -750,7 +746,7 @@ def _write_curves(runs: Sequence[Run], task: str, out: Path, reference_dir: Path
         f"{name} (published, {y.shape[0]} seeds)": (steps, *bootstrap_band(y, reps=reps))
         for name, (steps, y) in reference_curves(reference_dir, task).items()
     }
-    return learning_curves_figure(curves, references, task, out / f"curves_{task}.png")
+    return plots.learning_curves_figure(curves, references, task, out / f"curves_{task}.png")
 
 
 def profile_thresholds(scores: ArrayLike, points: int = PROFILE_POINTS) -> np.ndarray:
@@ -778,8 +774,6 @@ def performance_profiles(runs: Sequence[Run], task: str, at: int, reps: int = 20
 def _write_profile(runs: Sequence[Run], task: str, at: int, out: Path, reps: int) -> list[Path]:
     """``performance_profile_<task>.png`` and ``.csv`` (:data:`PROFILE_COLUMNS`, one row per condition and τ);
     nothing where no run of ``task`` was evaluated at ``at``."""
-    from kprl.viz.report import performance_profile_figure
-
     profiles = performance_profiles(runs, task, at, reps)
     if not profiles:
         return []
@@ -793,4 +787,4 @@ def _write_profile(runs: Sequence[Run], task: str, at: int, out: Path, reps: int
     table, figure = out / f"performance_profile_{task}.csv", out / f"performance_profile_{task}.png"
     write_csv(table, rows, PROFILE_COLUMNS)
     named = {f"{short[label]} ({n} run{'s' if n > 1 else ''})": band for label, (band, n) in profiles.items()}
-    return [table, performance_profile_figure(named, task, at, figure)]
+    return [table, plots.performance_profile_figure(named, task, at, figure)]

@@ -14,7 +14,7 @@ import torch
 from kprl import config as C
 from kprl.agents.factory import make_agent
 from kprl.agents.sac import SACAgent
-from kprl.envs.factory import PixelEnv
+from kprl.envs.factory import PixelEnv, make_env
 from kprl.replay import FrameReplay
 
 EPISODE_SECONDS = 10.0  # dm_control benchmark episodes: 1000 physics steps of 0.01 s
@@ -88,8 +88,6 @@ def run_hours(cfg: C.TrainConfig, seconds_per_update: float, agent_steps_per_sec
 def measure_run_hours(cfg: C.TrainConfig, threads: int, updates: int = 6, warmup: int = 3) -> float:
     """Estimated hours of a whole run of ``cfg`` on this machine's CPU with ``threads`` torch threads, from a few
     timed updates on a random replay and a few hundred timed actions (about half a minute)."""
-    from kprl.train import make_env
-
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

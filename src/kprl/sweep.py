@@ -26,8 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from kprl import config as C
-from kprl.checkpoint import atomic_write_text
+from kprl.envs.factory import check_task
 from kprl.errors import ConfigError, KprlError
+from kprl.report import write_csv, write_report
+from kprl.runtime.files import atomic_write_text
+from kprl.runtime.run_dir import claim_dir
+from kprl.train import train
+from kprl.viz.curves import read_csv
 
 RAY_MISSING = "this command needs Ray: pip install 'kprl[sweep]' (or pip install 'ray[tune]' pyyaml)"
 METRIC = "episode_return"
@@ -60,6 +65,7 @@ class Resources:
 def import_ray() -> Any:
     """The ``ray`` module with Tune loaded, or a :class:`KprlError` saying how to install it."""
     try:
+        # Ray is optional (kprl[sweep]): imported only when a sweep runs
         import ray
         import ray.tune  # noqa: F401
     except ImportError as exc:
@@ -97,6 +103,7 @@ def trial_config(params: dict[str, Any]) -> C.TrainConfig:
     if params[_NAMING] == "grid":
         name = f"{cfg.agent}-{cfg.env.task}-s{cfg.seed}"
     else:
+        # Ray is optional (kprl[sweep]): imported only when a sweep runs
         from ray import tune
 
         name = f"trial_{tune.get_context().get_trial_id()}"
@@ -109,10 +116,9 @@ def run_trial(params: dict[str, Any]) -> None:
 
     A run that was already complete (its trial was interrupted after the last checkpoint) reports its last
     evaluation again, so Ray records a result for it."""
+    # Ray is optional (kprl[sweep]): imported only when a sweep runs
     from ray import tune
 
-    from kprl.train import train
-    from kprl.viz.curves import read_csv
 
     cfg = trial_config(params)
     reported: list[int] = []
@@ -129,20 +135,17 @@ def run_trial(params: dict[str, Any]) -> None:
 
 def check_spec(out: Path, spec: dict[str, Any]) -> bool:
     """Write ``out/spec.json``, or check that an existing one asks for the same; True when it existed."""
-    path = out / "spec.json"
-    text = json.dumps(spec, indent=2, sort_keys=True) + "\n"
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        diffs = C.config_differences(stored, spec)
-        if diffs:
-            shown = ", ".join(diffs[:4]) + (" ..." if len(diffs) > 4 else "")
-            raise ConfigError(f"{out} holds another sweep ({shown}); use another --out to start a new one")
-        return True
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out} exists, is not empty and holds no kprl sweep; use another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
-    return False
+    existed = claim_dir(
+        out,
+        "spec.json",
+        spec,
+        lambda path: json.loads(path.read_text()),
+        clash="holds another sweep ({shown}); use another --out to start a new one",
+        empty_needed="exists, is not empty and holds no kprl sweep; use another --out",
+    )
+    if not existed:
+        atomic_write_text(out / "spec.json", json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    return existed
 
 
 def base_dict(base: C.TrainConfig, resources: Resources) -> dict[str, Any]:
@@ -177,6 +180,7 @@ def start_ray(resources: Resources) -> Any:
 
 def _progress(print_line: Callable[[str], None]) -> Any:
     """A Tune callback printing one line per reported evaluation and per failed trial."""
+    # Ray is optional (kprl[sweep]): imported only when a sweep runs
     from ray.tune import Callback
 
     class Progress(Callback):
@@ -200,6 +204,7 @@ def fit(
 ) -> Any:
     """Run (or, when ``resume`` and Ray's state exists, resume) the trials; returns Ray's ResultGrid."""
     ray = start_ray(resources)
+    # Ray is optional (kprl[sweep]): imported only when a sweep runs
     from ray import tune
 
     trainable = tune.with_resources(run_trial, {"cpu": resources.cpus_per_run, "gpu": resources.gpus_per_run})
@@ -257,9 +262,6 @@ def sweep(
     """Train every (agent, task, seed) as one Ray Tune trial, then write the report of all runs.
 
     Returns a summary: out, trials, failed (one line each), report files."""
-    from kprl.envs.factory import check_task
-    from kprl.report import write_report
-
     import_ray()
     resources.check()
     out = Path(out)
@@ -271,6 +273,7 @@ def sweep(
     spec = {"command": "sweep", "agents": list(agents), "tasks": list(tasks), "seeds": list(seeds),
             "env_steps": env_steps, "base": C.to_dict(base)}  # fmt: skip
     resume = check_spec(out, spec)
+    # Ray is optional (kprl[sweep]): imported only when a sweep runs
     from ray import tune
 
     param_space = {
@@ -302,6 +305,7 @@ def load_space(path: Path, base: C.TrainConfig) -> dict[str, tuple[str, list[Any
     (choice) or a single value (fixed). Every value and bound is checked against the options (one-line
     :class:`ConfigError`). Returns dotted option name -> (kind, values)."""
     try:
+        # PyYAML is optional (kprl[sweep]): imported only when a sweep runs
         import yaml
     except ImportError as exc:
         raise KprlError(RAY_MISSING) from exc
@@ -346,6 +350,7 @@ def _checked(base: C.TrainConfig, option: str, value: Any) -> C.TrainConfig:
 
 def tune_space(space: dict[str, tuple[str, list[Any]]]) -> dict[str, Any]:
     """Ray Tune's search-space objects for :func:`load_space` output."""
+    # Ray is optional (kprl[sweep]): imported only when a sweep runs
     from ray import tune
 
     makers: dict[str, Callable[[list[Any]], Any]] = {
@@ -376,9 +381,6 @@ def hyperparameter_search(
 
     The best trial is the one with the highest last evaluation return among the trials that trained longest (the
     ones ASHA let finish), so a trial stopped early on a lucky evaluation does not win."""
-    from kprl.envs.factory import check_task
-    from kprl.report import write_csv
-
     import_ray()
     resources.check()
     out = Path(out)
@@ -395,6 +397,7 @@ def hyperparameter_search(
             "samples": samples, "env_steps": env_steps, "grace_period": grace, "reduction_factor": reduction_factor,
             "base": C.to_dict(base)}  # fmt: skip
     resume = check_spec(out, spec)
+    # Ray is optional (kprl[sweep]): imported only when a sweep runs
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 

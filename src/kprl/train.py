@@ -20,7 +20,6 @@ import torch
 
 from kprl import config as C
 from kprl.agents.factory import make_agent
-from kprl.agents.sac import SACAgent
 from kprl.checkpoint import (
     find_checkpoint,
     load_replay_state,
@@ -30,179 +29,17 @@ from kprl.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from kprl.envs.factory import PixelEnv, check_task, make_pixel_env, task_action_repeat
-from kprl.errors import CheckpointError, ConfigError, KprlError, TrainingError
+from kprl.envs.factory import PixelEnv, check_task, make_env, task_action_repeat
+from kprl.errors import CheckpointError, ConfigError, TrainingError
+from kprl.evaluate import evaluate
 from kprl.hardware import describe_machine, keep_freed_memory, peak_rss_mib, resolve_device
-from kprl.logger import RunLogger, Throughput
+from kprl.logger import RunLogger, Throughput, WandbSink
 from kprl.progress import RunEta, Stopwatch, Task, format_seconds
 from kprl.provenance import code_version
 from kprl.replay import FrameReplay
-from kprl.video import write_video
+from kprl.runtime.run_dir import prepare_run_dir
 
 EVAL_SEED_OFFSET = 100_000
-
-
-def prepare_run_dir(cfg: Any) -> Path:
-    """Create ``cfg.run_dir``, or check that an existing one holds the same config (a :class:`C.TrainConfig` or
-    :class:`C.IMMTrainConfig`, resumable fields aside); write ``config.json``."""
-    run_dir = Path(cfg.run_dir)
-    stored_file = run_dir / "config.json"
-    if stored_file.is_file():
-        stored = C.load_json(type(cfg), stored_file)
-        diffs = C.config_differences(C.to_dict(stored), C.to_dict(cfg))
-        if diffs:
-            shown = ", ".join(diffs[:4]) + (" ..." if len(diffs) > 4 else "")
-            raise ConfigError(
-                f"{run_dir} holds a run with a different config ({shown}); use another --run-dir to start a new run"
-            )
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"{run_dir} exists, is not empty and holds no kprl run; use another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    C.save_json(cfg, stored_file)
-    return run_dir
-
-
-def make_env(cfg: C.TrainConfig, seed: int) -> PixelEnv:
-    """The pixel environment of a config, rendering at the stored size (larger than the input for crop).
-
-    Rendering failures (no GL backend) become a :class:`KprlError` that explains ``MUJOCO_GL``."""
-    try:
-        return _make_env(cfg, seed)
-    except (ImportError, RuntimeError, OSError) as exc:
-        text = str(exc)
-        if any(word in text for word in ("GL", "EGL", "OSMesa", "glfw", "render", "display")):
-            first = text.strip().splitlines()[0]
-            raise KprlError(
-                f"cannot render dm_control frames ({first}); set MUJOCO_GL=egl (libEGL) or MUJOCO_GL=osmesa "
-                "(libosmesa6) and check with `kprl doctor`"
-            ) from exc
-        raise
-
-
-def _make_env(cfg: C.TrainConfig, seed: int) -> PixelEnv:
-    return make_pixel_env(
-        cfg.env.task,
-        image_size=C.render_size(cfg),
-        action_repeat=cfg.env.action_repeat,
-        frame_stack=cfg.env.frame_stack,
-        camera_id=cfg.env.camera_id,
-        seed=seed,
-        time_limit=cfg.env.time_limit,
-    )
-
-
-def keypoint_video_frame(agent: SACAgent, obs: np.ndarray, frame: np.ndarray, render_size: int) -> np.ndarray:
-    """A copy of the video ``frame`` uint8 [S, S, 3] (the env camera's full view at any size S) with the agent's
-    keypoints of the observation ``obs`` uint8 [C, render_size, render_size] drawn as discs
-    (`kprl.detect.draw_points`; colours as `kprl keypoints`).
-
-    The keypoints are found in the centre crop the network sees and mapped to video pixels by
-    `kprl.detect.view_to_frame`; with per-frame keypoints only the newest frame's are drawn. The frame is returned
-    unchanged (not copied) for agents without keypoints."""
-    from kprl.detect import draw_points, newest_frame_keypoints, view_to_frame
-
-    coords = agent.keypoints(torch.as_tensor(obs).unsqueeze(0))
-    if coords is None:
-        return frame
-    coords = newest_frame_keypoints(agent, coords)
-    height, width = int(frame.shape[0]), int(frame.shape[1])
-    points = view_to_frame(coords[0], agent.augmentation.out_size, render_size, height, width)
-    return draw_points(np.array(frame, dtype=np.uint8, copy=True), points)
-
-
-IMM_FIGURE_EXAMPLES = 4
-"""Observation pairs of the first evaluation episode shown in the agent's IMM example figure."""
-
-
-def imm_pair_indices(
-    steps: int, offset: int, examples: int = IMM_FIGURE_EXAMPLES
-) -> tuple[np.ndarray, np.ndarray]:
-    """(source, target) indices of up to ``examples`` observation pairs ``offset`` steps apart, spread evenly over
-    an episode of ``steps + 1`` observations (reset's included); the offset shrinks to ``steps`` for a shorter
-    episode. Returns two int arrays of equal length (empty when ``steps`` is 0)."""
-    offset = min(max(1, offset), steps)
-    if offset < 1:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    source = np.unique(np.round(np.linspace(0, steps - offset, examples)).astype(np.int64))
-    return source, source + offset
-
-
-def evaluate(
-    agent: SACAgent,
-    cfg: C.TrainConfig,
-    eval_seed: int,
-    episodes: int,
-    video_path: Path | None = None,
-    figure_path: Path | None = None,
-    on_episode: Callable[[int, float], None] | None = None,
-) -> dict[str, float]:
-    """Run ``episodes`` episodes with the deterministic policy on a fresh env seeded by ``eval_seed``.
-
-    Training seeds each evaluation from the run seed and the env step (not from a running RNG), so evaluations are
-    identical whether or not the run was interrupted and resumed.
-
-    ``video_path``: write the first episode as an mp4 of ``cfg.video_size`` px frames; for agents with keypoints
-    each frame shows the keypoints of its observation (`keypoint_video_frame`). ``figure_path``: for agents with
-    an IMM objective, write the IMM example figure of ``IMM_FIGURE_EXAMPLES`` observation pairs spread over the
-    first episode (`kprl.viz.imm.write_agent_imm_figure`); ignored for other agents. Neither changes the actions:
-    keypoints are computed only for the video and the figure, after acting. ``on_episode(index, return)`` is
-    called after each episode (progress)."""
-    env = make_env(cfg, seed=eval_seed)
-    render = C.render_size(cfg)
-    draw = video_path is not None and agent.keypoint_head_index is not None
-    # agent.target_offset is set exactly when the agent trains an IMM objective (a GenNet to draw the figure with).
-    offset = agent.target_offset if figure_path is not None else None
-    agent.train(False)
-    returns: list[float] = []
-    try:
-        for episode in range(episodes):
-            step = env.reset()
-            frames: list[np.ndarray] | None = None
-            if video_path is not None and episode == 0:
-                frames = [env.render(cfg.video_size)]
-                if draw:
-                    frames[0] = keypoint_video_frame(agent, step.obs, frames[0], render)
-            observations = [step.obs.copy()] if offset is not None and episode == 0 else None
-            total = 0.0
-            while not step.last:
-                step = env.step(agent.act(step.obs, deterministic=True))
-                total += step.reward
-                if frames is not None:
-                    frame = env.render(cfg.video_size)
-                    frames.append(keypoint_video_frame(agent, step.obs, frame, render) if draw else frame)
-                if observations is not None:
-                    observations.append(step.obs.copy())
-            returns.append(total)
-            if on_episode is not None:
-                on_episode(episode, total)
-            if frames is not None and video_path is not None:
-                write_video(video_path, frames, fps=max(1, 30 // max(1, env.action_repeat // 2)))
-            if observations is not None and offset is not None and figure_path is not None:
-                _write_imm_figure(agent, observations, offset, figure_path)
-    finally:
-        env.close()
-        agent.train(True)
-    return {
-        "episode_return": float(np.mean(returns)),
-        "episode_return_std": float(np.std(returns)),
-        "episode_return_min": float(np.min(returns)),
-        "episode_return_max": float(np.max(returns)),
-        "episodes": float(len(returns)),
-    }
-
-
-def _write_imm_figure(
-    agent: SACAgent, observations: list[np.ndarray], offset: int, path: Path
-) -> Path | None:
-    """The agent's IMM example figure of pairs of one episode's observations (`imm_pair_indices`); None when the
-    episode is too short for a pair."""
-    from kprl.viz.imm import write_agent_imm_figure
-
-    source, target = imm_pair_indices(len(observations) - 1, offset)
-    if len(source) == 0:
-        return None
-    stacked = np.stack(observations)
-    return write_agent_imm_figure(agent, stacked[source], stacked[target], path)
 
 
 @dataclass
@@ -281,7 +118,6 @@ class Workspace:
         # Without a checkpoint every earlier row is from a killed first attempt: start the logs afresh.
         wandb = None
         if cfg.wandb:
-            from kprl.logger import WandbSink
 
             wandb = WandbSink(self.run_dir, cfg.wandb_project, C.to_dict(cfg))
         self.logger = RunLogger(

@@ -6,13 +6,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import imageio.v2 as imageio
 import numpy as np
 
 
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 15) -> None:
     """Encode uint8 HWC frames to ``path`` atomically (a temp file renamed into place when complete)."""
-    import imageio.v2 as imageio
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")

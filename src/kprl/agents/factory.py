@@ -12,6 +12,7 @@ from kprl.agents.sac import SACAgent
 from kprl.augment import Augmentation
 from kprl.config import TrainConfig
 from kprl.errors import ConfigError
+from kprl.imm.checkpoint import load_imm
 from kprl.nets.encoder import ConvTrunk, PerFrameTrunk, conv_output_size
 
 
@@ -55,8 +56,6 @@ def _load_pretrained_keynet(
 ) -> None:
     """Copy a standalone IMM's KeyNet (conv trunk + keypoint head) into the agent's per-frame trunk and keypoint
     head; with ``freeze_keynet`` make them untrainable. A ConfigError when the shapes do not match."""
-    from kprl.imm_train import load_imm
-
     path = Path(cfg.keypoint.pretrained_imm)  # type: ignore[arg-type]
     loaded = load_imm(path)
     model_cfg = loaded.model.cfg

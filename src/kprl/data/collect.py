@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from kprl.checkpoint import atomic_write_text
+from kprl import config as C
 from kprl.data.frames import (
     FORMAT,
     META_FILE,
@@ -37,6 +39,8 @@ from kprl.envs.dmc import Step, default_camera
 from kprl.envs.factory import PixelEnv, check_task, make_pixel_env, task_action_repeat
 from kprl.envs.gym import is_gym_task
 from kprl.errors import ConfigError, DataError, KprlError
+from kprl.evaluate import load_agent
+from kprl.runtime.files import atomic_write_text
 
 MIN_IMAGE_SIZE = 16
 # Settings that decide the content of the shards: a rerun must ask for the same ones.
@@ -97,8 +101,6 @@ class AgentPolicy(_Policy):
         self.checkpoint = checkpoint
 
     def reset(self, seed: int) -> None:
-        import torch
-
         torch.manual_seed(seed)
 
     def act(self, step: Step) -> np.ndarray:
@@ -238,8 +240,6 @@ def _count(file: Path, meta: dict[str, Any]) -> tuple[np.ndarray, int, int]:
 
 def _load_policy(policy: str, device: str) -> tuple[AgentPolicy, Any]:
     """The trained agent of run directory ``policy`` and its training config."""
-    from kprl.evaluate import load_agent
-
     run_dir = Path(policy)
     if not run_dir.is_dir():
         raise ConfigError(
@@ -296,8 +296,6 @@ def collect(
         camera = _camera(task, camera_id)
         env_size, frame_stack = image_size, 1
     else:
-        from kprl import config as C
-
         chooser, cfg = _load_policy(policy, device)
         agent_task = cfg.env.task
         repeat = cfg.env.action_repeat or task_action_repeat(agent_task)
@@ -371,8 +369,6 @@ def _collect_shards(
     quiet: bool,
 ) -> int:
     """The collection loop: skip complete shards, extend a partial one, write new ones. Returns shards written."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     per_shard, repeat, size, seed = (
         meta["episodes_per_shard"],
         meta["action_repeat"],

@@ -56,8 +56,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from kprl.checkpoint import atomic_write_bytes
 from kprl.errors import DataError
+from kprl.runtime.files import atomic_write_bytes
 
 FORMAT = "kprl-frames"
 VERSION = 1

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kprl.checkpoint import atomic_write_text
 from kprl.data.frames import FORMAT, META_FILE, VERSION, shard_name, write_shard
+from kprl.runtime.files import atomic_write_text
 
 COLOURS = np.array([[230, 40, 40], [40, 220, 60], [60, 90, 240], [240, 220, 40]], dtype=np.uint8)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from kprl import config as C
 from kprl.envs.dmc import DMCEnv, default_action_repeat, split_task
 from kprl.envs.gym import GymEnv, check_gym_task, is_gym_task
-from kprl.errors import ConfigError
+from kprl.errors import ConfigError, KprlError
 
 PixelEnv = DMCEnv | GymEnv
 """What the training loop, evaluation and collection talk to (the same interface)."""
@@ -39,3 +40,32 @@ def make_pixel_env(
     cls = GymEnv if is_gym_task(task) else DMCEnv
     return cls(task, image_size=image_size, action_repeat=action_repeat, frame_stack=frame_stack,
                camera_id=camera_id, seed=seed, time_limit=time_limit)  # fmt: skip
+
+
+def make_env(cfg: C.TrainConfig, seed: int) -> PixelEnv:
+    """The pixel environment of a config, rendering at the stored size (larger than the input for crop).
+
+    Rendering failures (no GL backend) become a :class:`KprlError` that explains ``MUJOCO_GL``."""
+    try:
+        return _make_env(cfg, seed)
+    except (ImportError, RuntimeError, OSError) as exc:
+        text = str(exc)
+        if any(word in text for word in ("GL", "EGL", "OSMesa", "glfw", "render", "display")):
+            first = text.strip().splitlines()[0]
+            raise KprlError(
+                f"cannot render dm_control frames ({first}); set MUJOCO_GL=egl (libEGL) or MUJOCO_GL=osmesa "
+                "(libosmesa6) and check with `kprl doctor`"
+            ) from exc
+        raise
+
+
+def _make_env(cfg: C.TrainConfig, seed: int) -> PixelEnv:
+    return make_pixel_env(
+        cfg.env.task,
+        image_size=C.render_size(cfg),
+        action_repeat=cfg.env.action_repeat,
+        frame_stack=cfg.env.frame_stack,
+        camera_id=cfg.env.camera_id,
+        seed=seed,
+        time_limit=cfg.env.time_limit,
+    )

@@ -24,6 +24,8 @@ from collections import deque
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from kprl.envs.dmc import Step, checked_action, rescale_action, stacked_step
 from kprl.errors import ConfigError, KprlError
@@ -43,7 +45,7 @@ def gym_id(task: str) -> str:
 
 
 def _import_gymnasium() -> Any:
-    try:
+    try:  # Gymnasium is optional (kprl[gym]): imported when a gym:ID task is used
         import gymnasium
     except ImportError as exc:
         raise KprlError("--task gym:ID needs Gymnasium: pip install 'kprl[gym]' (MuJoCo tasks included)") from exc
@@ -70,9 +72,6 @@ def square_resize(image: np.ndarray, size: int) -> np.ndarray:
     image = image[top : top + side, left : left + side]
     if side == size:
         return np.ascontiguousarray(image)
-    import torch
-    import torch.nn.functional as F
-
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     mode = "area" if side > size else "bilinear"
     y = F.interpolate(x, size=(size, size), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import kprl
-from kprl.checkpoint import atomic_write_text
 from kprl.provenance import PINNED_RECORD as PROVENANCE_FILE
 from kprl.provenance import code_version
+from kprl.runtime.files import atomic_write_text
 
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc")
 

@@ -6,6 +6,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
+from kprl.config import PUBLISHED_CURVES
 from kprl.errors import ConfigError
 from kprl.grid.code import pin_code, pinned_provenance
 from kprl.grid.estimate import CalibrationCache, machine_key, observed_hours
@@ -13,14 +16,13 @@ from kprl.grid.harvest import foreign_runs, harvest
 from kprl.grid.jobs import GridHome, launch
 from kprl.grid.queue import HoursFn, grid_states, plan, usable_cores
 from kprl.grid.spec import Grid, Job
+from kprl.hardware import describe_machine, resolve_precision
+from kprl.report import load_run, split_by_version, write_report
 
 
 def this_machine() -> str:
     """This CPU as runs record it (:func:`kprl.hardware.describe_machine` and the precision ``auto`` picks): the key
     of speed estimates (:func:`kprl.grid.estimate.machine_key`)."""
-    import torch
-
-    from kprl.hardware import describe_machine, resolve_precision
 
     cpu = torch.device("cpu")
     return machine_key({"machine": describe_machine(cpu), "precision": resolve_precision("auto", cpu)})
@@ -116,9 +118,6 @@ def harvest_lines(grid: Grid, home: GridHome, sources: Sequence[Path] = (), repo
 def write_grid_report(grid: Grid) -> str:
     """``kprl report`` of the grid's harvested runs into its results folder, with each row's difference to the row
     it is compared to (both must have harvested runs)."""
-    from kprl.config import PUBLISHED_CURVES
-    from kprl.report import load_run, split_by_version, write_report
-
     harvested = [(job.row.name, grid.results / "runs" / job.name) for job in grid.jobs()]
     harvested = [(row, d) for row, d in harvested if (d / "config.json").is_file()]
     if not harvested:

@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kprl import config as C
-from kprl.checkpoint import atomic_write_text
+from kprl.runtime.files import atomic_write_text
+from kprl.speed import measure_run_hours
 
 SIDE_BY_SIDE_SLOWDOWN = 1.15
 MIN_OBSERVED_ENV_STEPS = 5_000  # span of train.csv rows a rate is read from
@@ -95,7 +96,6 @@ class CalibrationCache:
         """Calibrated hours of ``cfg`` at ``threads`` threads (measured now if not cached)."""
         key = self.key(machine, cfg, threads)
         if key not in self.entries:
-            from kprl.speed import measure_run_hours
 
             self.entries[key] = measure_run_hours(cfg, threads)
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from kprl.checkpoint import atomic_write_bytes, atomic_write_text
 from kprl.errors import KprlError
 from kprl.grid.jobs import GridHome, last_env_step, progress, run_budget
 from kprl.grid.queue import STATUS_FILE, harvested_status
 from kprl.grid.spec import Grid, Job
+from kprl.runtime.files import atomic_write_bytes, atomic_write_text
 
 LOG_FILES = ("config.json", "eval.csv", "train.csv", "runtime.jsonl", "gpu_status.json")
 # The newest file of each pattern (names carry a zero-padded env step, so the last in name order is the newest).

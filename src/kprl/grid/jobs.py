@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kprl.checkpoint import atomic_write_text, checkpoint_steps
+from kprl.checkpoint import checkpoint_steps
 from kprl.grid.spec import Job
+from kprl.runtime.files import atomic_write_text
 
 HOME_VARIABLE = "KPRL_GRID_HOME"
 # `python -c` rather than `python -m kprl`: a pinned copy from any kprl version runs this way.

@@ -31,6 +31,7 @@ from pathlib import Path
 import tomllib
 
 from kprl import config as C
+from kprl.cli_args import parse
 from kprl.errors import ConfigError, KprlError
 
 # Options the grid sets for each job itself: a row that set them would fight the queue.
@@ -145,7 +146,6 @@ def _parse_stage(entry: object, rows: dict[str, Row], where: str) -> tuple[tuple
 
 
 def _row_config(grid_args: tuple[str, ...], row: Row, where: str) -> C.TrainConfig:
-    from kprl.cli_args import parse
 
     try:
         return parse(C.TrainConfig, [*grid_args, *row.args], "kprl train")

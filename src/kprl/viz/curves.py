@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from kprl.config import require_rl_run
 from kprl.errors import KprlError
 
 
@@ -20,12 +21,11 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     """Draw evaluation return (mean ± std over eval episodes) and training episode returns against env steps.
 
     Writes ``curves.png`` in the run dir (or ``out``) and returns its path."""
+    # matplotlib is imported on the first figure, on the Agg backend: importing kprl leaves a notebook's backend alone.
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from kprl.config import require_rl_run
+    import matplotlib.pyplot as plt  # after use("Agg")
 
     run_dir = Path(run_dir)
     require_rl_run(run_dir, "kprl plot")

@@ -25,20 +25,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from kprl.checkpoint import atomic_write_bytes
+from kprl.agents.representations import IMMObjective
+from kprl.agents.sac import SACAgent
 from kprl.data.frames import FrameDataset, load_dataset
 from kprl.errors import ConfigError, DataError
+from kprl.imm.checkpoint import EpisodeSplit, load_imm, read_run_config, read_split
 from kprl.imm_pairs import PairSampler, crop_frames, crop_windows
-from kprl.imm_train import EpisodeSplit, load_imm, read_run_config, read_split
 from kprl.nets.imm import IMM, IMMOutput, KeypointOutput
 from kprl.nets.keypoints import gaussian_maps, to_pixels
+from kprl.runtime.files import atomic_write_bytes
 from kprl.viz.curves import read_csv
+from kprl.viz.keypoints import newest_frame_keypoints
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from kprl.agents.sac import SACAgent
 
 FIGURES_DIR = "figures"
 DPI = 110
@@ -49,17 +51,19 @@ MAX_OFFSET = 10
 
 def _pyplot() -> Any:
     """matplotlib.pyplot on the Agg backend (no display needed)."""
+    # matplotlib is imported on the first figure, on the Agg backend: importing kprl leaves a notebook's backend alone.
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg")
 
     return plt
 
 
 def _keypoint_colours(k: int) -> list[tuple[float, float, float, float]]:
     """K distinct RGBA colours, the same for keypoint i in every figure (tab10, then tab20, then a hue wheel)."""
-    import matplotlib
+    import matplotlib  # on first use, as in _pyplot
+
 
     if k <= 20:
         cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"]
@@ -199,7 +203,7 @@ def _example_figure(
 
 def _score_map_figure(kp: KeypointOutput, path: Path) -> Path:
     """Score maps of the first example with their softmax marginals (Jakab et al. 2018, Eq. 1-2) and keypoints."""
-    from mpl_toolkits.axes_grid1 import make_axes_locatable
+    from mpl_toolkits.axes_grid1 import make_axes_locatable  # matplotlib's: imported with it, on first use
 
     plt = _pyplot()
     k, height, width = kp.score_maps.shape[1:]
@@ -365,8 +369,6 @@ def _agent_imm_output(
     The keypoints are those the IMM loss uses (`kprl.agents.representations.IMMObjective`): the keypoint head on
     the critic encoder's maps of the target; the GenNet renders the target from the source and their Gaussian
     maps. Runs without gradients in eval mode (the agent's mode is restored)."""
-    from kprl.agents.representations import IMMObjective
-
     objective = next((o for o in agent.objectives if isinstance(o, IMMObjective)), None)
     if objective is None:
         raise ValueError("the agent has no IMM objective (agents sac_ae_imm and sac_imm have one)")
@@ -395,8 +397,6 @@ def write_agent_imm_figure(
     keypoints: the newest frame's; colours as every IMM figure) and the newest frame of the generated target stack
     (channels -3:). Written atomically as PNG to ``path``; returns ``path``. A ValueError for an agent without an
     IMM objective or mismatched inputs."""
-    from kprl.detect import newest_frame_keypoints
-
     source_obs, target_obs = torch.as_tensor(source_obs), torch.as_tensor(target_obs)
     if source_obs.dtype != torch.uint8 or target_obs.dtype != torch.uint8:
         raise ValueError("source and target observations must be uint8")

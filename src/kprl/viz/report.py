@@ -17,10 +17,11 @@ LEGEND_ROW_INCHES = 0.2  # figure height added per legend row
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
+    # matplotlib is imported on the first figure, on the Agg backend: importing kprl leaves a notebook's backend alone.
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg")
 
     return plt
 

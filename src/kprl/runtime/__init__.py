@@ -1,0 +1,2 @@
+"""What every run needs around the learning itself: run directories, atomic files, checkpoints, logs, progress,
+hardware, videos, provenance, speed estimates and ``kprl doctor``."""
