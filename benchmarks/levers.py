@@ -28,11 +28,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from throughput import ACTION_DIM, BATCH, OBS_SHAPE, filled_replay  # noqa: E402
 
-from kprl.agents.factory import make_agent  # noqa: E402
-from kprl.agents.representations import dequantized_target  # noqa: E402
 from kprl.config import TrainConfig  # noqa: E402
-from kprl.hardware import keep_freed_memory  # noqa: E402
 from kprl.nets.encoder import ConvTrunk, PixelDecoder  # noqa: E402
+from kprl.rl.factory import make_agent  # noqa: E402
+from kprl.rl.representations import dequantized_target  # noqa: E402
+from kprl.runtime.hardware import keep_freed_memory  # noqa: E402
 
 CL = torch.channels_last
 
@@ -142,7 +142,7 @@ def pixels(repeats: int) -> dict:
 CHILD = """
 import sys, time, resource, numpy as np, torch
 sys.path.insert(0, {bench!r})
-from kprl.hardware import keep_freed_memory
+from kprl.runtime.hardware import keep_freed_memory
 if {keep}: keep_freed_memory()
 from throughput import build, filled_replay, BATCH
 agent = build({agent!r}, 'fast', 'cpu'); replay = filled_replay(); rng = np.random.default_rng(0)

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from throughput import BATCH, PATHS, build, filled_replay  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from kprl.hardware import keep_freed_memory  # noqa: E402
+from kprl.runtime.hardware import keep_freed_memory  # noqa: E402
 
 CATEGORIES = {
     "convolution backward": ("aten::convolution_backward",),

@@ -31,13 +31,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from kprl.agents.factory import make_agent  # noqa: E402
-from kprl.agents.sac import SACAgent  # noqa: E402
 from kprl.config import SEED_AGENT_STEPS, TrainConfig, render_size  # noqa: E402
 from kprl.envs.dmc import DMCEnv  # noqa: E402
-from kprl.hardware import keep_freed_memory  # noqa: E402
-from kprl.replay import FrameReplay  # noqa: E402
-from kprl.speed import filled_replay, time_acting, time_updates  # noqa: E402
+from kprl.rl.factory import make_agent  # noqa: E402
+from kprl.rl.replay import FrameReplay  # noqa: E402
+from kprl.rl.sac import SACAgent  # noqa: E402
+from kprl.runtime.hardware import keep_freed_memory  # noqa: E402
+from kprl.runtime.speed import filled_replay, time_acting, time_updates  # noqa: E402
 
 OBS_SHAPE = (9, 84, 84)
 ACTION_DIM = 1

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import kprl
-from kprl.detect import draw_points
+from kprl.viz.keypoints import draw_points
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", type=Path, default=Path("runs/example-api"))

@@ -1,9 +1,9 @@
 """How much state do a keypoint agent's keypoints carry? Scores runs of `kprl train --agent sac_imm|sac_ae_imm` on a
 frame dataset with landmarks (`kprl collect`), so that variants (e.g. --imm-target-offset 1 vs 3) can be compared.
 
-For every run: the agent's keypoints on every frame of the dataset (`kprl.detect.detect_agent`, one episode at a
+For every run: the agent's keypoints on every frame of the dataset (`kprl.imm.detect.detect_agent`, one episode at a
 time, so frame stacks never mix episodes); a ridge regression from keypoints to the true landmarks fitted on the
-first half of the episodes and scored on the second (`kprl.evaluation.landmarks.regression_report`, pixels of the
+first half of the episodes and scored on the second (`kprl.analysis.landmarks.regression_report`, pixels of the
 dataset's frames), beside the error of the same regression from no keypoints at all (the landmarks' mean: what a
 collapsed detector scores); collapse diagnostics (mean distance between two keypoints of one frame, and how far each keypoint
 moves across frames: the standard deviation of its position, averaged over keypoints); and the IMM loss of the
@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from kprl.analysis.landmarks import regression_report
 from kprl.data.frames import FrameDataset, load_dataset
-from kprl.detect import detect_agent
-from kprl.evaluate import load_agent
-from kprl.evaluation.landmarks import regression_report
+from kprl.imm.detect import detect_agent
+from kprl.rl.evaluate import load_agent
 
 
 def agent_keypoints(run_dir: Path, data: FrameDataset) -> tuple[np.ndarray, dict[str, Any]]:

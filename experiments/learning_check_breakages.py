@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import test_learning as check  # noqa: E402
 
-import kprl.train as train_module  # noqa: E402
-from kprl.agents.sac import SACAgent  # noqa: E402
+import kprl.rl.train as train_module  # noqa: E402
+from kprl.rl.sac import SACAgent  # noqa: E402
 
 CASES = ("none", "td_sign", "actor_frozen", "next_obs_shuffled", "reward_dropped")
 

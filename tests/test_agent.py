@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from kprl.agents.factory import make_agent
-from kprl.agents.sac import SACAgent, squashed_gaussian
 from kprl.config import TrainConfig
-from kprl.replay import Batch
+from kprl.rl.factory import make_agent
+from kprl.rl.replay import Batch
+from kprl.rl.sac import SACAgent, squashed_gaussian
 
 OBS_SHAPE = (9, 84, 84)
 ACTION_DIM = 2

@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from kprl import config as C
-from kprl import evaluate as evaluate_module
-from kprl.agents.factory import make_agent
-from kprl.agents.sac import SACAgent
-from kprl.checkpoint import save_checkpoint
 from kprl.cli import main
-from kprl.detect import detect_agent, frame_stacks
 from kprl.envs.factory import make_env
 from kprl.errors import ConfigError
-from kprl.evaluate import evaluate, evaluate_saved, imm_pair_indices, keypoint_video_frame, load_agent
-from kprl.train import train
+from kprl.imm.detect import detect_agent, frame_stacks
+from kprl.rl import evaluate as evaluate_module
+from kprl.rl.evaluate import evaluate, evaluate_saved, imm_pair_indices, keypoint_video_frame, load_agent
+from kprl.rl.factory import make_agent
+from kprl.rl.sac import SACAgent
+from kprl.rl.train import train
+from kprl.runtime.checkpoint import save_checkpoint
 from kprl.viz.keypoints import PALETTE, view_to_frame
 
 VIDEO_SIZE = 64

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import kprl
-from kprl.checkpoint import checkpoint_steps
 from kprl.errors import CheckpointError, ConfigError
+from kprl.runtime.checkpoint import checkpoint_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(env_steps=160, seed_steps=80, eval_every=80, eval_episodes=1, checkpoint_every=80, batch_size=8,

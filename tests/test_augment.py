@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kprl.augment import Augmentation, center_crop, random_crop, random_shift
+from kprl.rl.augment import Augmentation, center_crop, random_crop, random_shift
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -295,7 +295,7 @@ def test_cli_collect_and_its_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_trained_policy_collects_reproducibly_at_any_size(tmp_path: Path) -> None:
     from kprl.config import TrainConfig, render_size
-    from kprl.train import train
+    from kprl.rl.train import train
 
     run = tmp_path / "run"
     cfg = TrainConfig(run_dir=run, env_steps=120, seed_steps=80, batch_size=8, eval_every=1000, eval_episodes=1,

@@ -1,4 +1,4 @@
-"""`kprl.detect`: reading user frames, exact mapping of keypoints back to input pixels, `keypoints_command`."""
+"""`kprl.imm.detect`: reading user frames, exact mapping of keypoints back to input pixels, `keypoints_command`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from kprl import config as C
-from kprl.checkpoint import save_checkpoint
-from kprl.detect import detect, draw_keypoints, keypoints_command, read_frames
 from kprl.errors import ConfigError, DataError
+from kprl.imm.detect import detect, draw_keypoints, keypoints_command, read_frames
 from kprl.nets.imm import IMM, KeypointOutput
+from kprl.runtime.checkpoint import save_checkpoint
 from kprl.viz.keypoints import scale_to_frame
 
 MODEL_SIZE = 32

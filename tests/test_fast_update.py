@@ -20,10 +20,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kprl.agents.factory import make_agent
-from kprl.agents.sac import SACAgent
 from kprl.config import TrainConfig
-from kprl.replay import Batch
+from kprl.rl.factory import make_agent
+from kprl.rl.replay import Batch
+from kprl.rl.sac import SACAgent
 
 OBS_SHAPE = (9, 84, 84)
 ACTION_DIM = 2

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kprl.checkpoint import checkpoint_steps
+from kprl.runtime.checkpoint import checkpoint_steps
 
 # 40-env-step episodes (0.4 s at action repeat 8); evaluation + video and checkpoint every 80 env steps.
 ARGS = [
@@ -187,9 +187,9 @@ def test_disk_full_while_checkpointing_is_a_clear_error_and_keeps_the_last_check
 
     import torch
 
-    from kprl import checkpoint
     from kprl.errors import CheckpointError
-    from kprl.train import train
+    from kprl.rl.train import train
+    from kprl.runtime import checkpoint
 
     real_save, calls = torch.save, []
 
@@ -213,9 +213,9 @@ def test_disk_full_while_checkpointing_is_a_clear_error_and_keeps_the_last_check
 def test_non_finite_loss_stops_with_its_name_and_step_and_keeps_the_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kprl.agents.sac import SACAgent
     from kprl.errors import TrainingError
-    from kprl.train import train
+    from kprl.rl.sac import SACAgent
+    from kprl.rl.train import train
 
     real_update = SACAgent.update
 
@@ -235,9 +235,9 @@ def test_non_finite_loss_stops_with_its_name_and_step_and_keeps_the_checkpoint(
 def test_non_finite_parameters_are_never_checkpointed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from kprl.agents.sac import SACAgent
     from kprl.errors import TrainingError
-    from kprl.train import train
+    from kprl.rl.sac import SACAgent
+    from kprl.rl.train import train
 
     real_update = SACAgent.update
 

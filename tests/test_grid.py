@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import kprl
-from kprl.checkpoint import checkpoint_steps
 from kprl.errors import ConfigError
 from kprl.grid.code import code_id, pin_code, pinned_provenance
 from kprl.grid.commands import harvest_lines, run_what_fits, status_lines
@@ -22,7 +21,8 @@ from kprl.grid.harvest import harvest
 from kprl.grid.jobs import GridHome, Launch, is_alive, progress
 from kprl.grid.queue import JobState, grid_states, plan
 from kprl.grid.spec import load_grid
-from kprl.provenance import code_version
+from kprl.runtime.checkpoint import checkpoint_steps
+from kprl.runtime.provenance import code_version
 
 # Cartpole episodes of 0.4 s (5 actions): a whole 400-env-step job with checkpoints takes seconds.
 TINY = [

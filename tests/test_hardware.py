@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kprl.errors import ConfigError
-from kprl.hardware import keep_freed_memory, native_bf16, peak_rss_mib, resolve_precision
+from kprl.runtime.hardware import keep_freed_memory, native_bf16, peak_rss_mib, resolve_precision
 
 
 def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16() -> None:

@@ -14,7 +14,7 @@ from kprl import config as C
 from kprl.cli import main
 from kprl.data.synthetic import write_shapes_dataset
 from kprl.imm.checkpoint import load_imm
-from kprl.imm_train import train_imm
+from kprl.imm.train import train_imm
 
 TINY = ["--image-size", "24", "--num-conv-layers", "2", "--num-filters", "8", "--batch-size", "8", "--val-pairs", "16"]
 

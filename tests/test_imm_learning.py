@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kprl import config as C
 from kprl.data.synthetic import write_shapes_dataset
-from kprl.imm_train import train_imm
+from kprl.imm.train import train_imm
 
 STEPS = 800
 

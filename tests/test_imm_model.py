@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kprl.config import IMMConfig
-from kprl.imm_pairs import PairSampler, centre_offset, crop_frames, crop_windows
+from kprl.imm.pairs import PairSampler, centre_offset, crop_frames, crop_windows
 from kprl.nets.imm import IMM, KeypointHead
 
 

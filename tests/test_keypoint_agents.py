@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from kprl.agents.factory import make_agent
-from kprl.agents.representations import IMMObjective
-from kprl.agents.sac import SACAgent
 from kprl.config import TrainConfig
-from kprl.replay import Batch
-from kprl.train import train
+from kprl.rl.factory import make_agent
+from kprl.rl.replay import Batch
+from kprl.rl.representations import IMMObjective
+from kprl.rl.sac import SACAgent
+from kprl.rl.train import train
 
 OBS_SHAPE = (9, 84, 84)
 ACTION_DIM = 1
@@ -192,7 +192,7 @@ def _keypoint(**values: object):  # type: ignore[no-untyped-def]
 def standalone_imm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from kprl import config as C
     from kprl.data.synthetic import write_shapes_dataset
-    from kprl.imm_train import train_imm
+    from kprl.imm.train import train_imm
 
     root = tmp_path_factory.mktemp("imm")
     data = write_shapes_dataset(root / "data", episodes=4, length=6, size=40)
@@ -254,7 +254,7 @@ def test_keypoint_features_add_what_is_under_each_keypoint(per_frame: bool) -> N
 
 
 def test_keypoint_spread_tells_collapsed_from_moving_keypoints() -> None:
-    from kprl.agents.representations import keypoint_spread
+    from kprl.rl.representations import keypoint_spread
 
     collapsed = torch.zeros(16, 3, 2) + torch.tensor([0.2, -0.5])
     out = keypoint_spread(collapsed)

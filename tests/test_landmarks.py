@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kprl.evaluation.landmarks import (
+from kprl.analysis.landmarks import (
     fit_landmark_regression,
     inside_frame,
     landmark_errors,

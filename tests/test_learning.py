@@ -27,7 +27,7 @@ import numpy as np
 
 from kprl.config import TrainConfig
 from kprl.envs.factory import make_env
-from kprl.train import EVAL_SEED_OFFSET, train
+from kprl.rl.train import EVAL_SEED_OFFSET, train
 
 ENV_STEPS = 12_000
 SEEDS = (1, 2)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kprl.progress import Rate, RunEta, format_seconds
+from kprl.runtime.progress import Rate, RunEta, format_seconds
 
 
 def test_rate_averages_over_its_window() -> None:
@@ -42,7 +42,7 @@ def test_format_seconds() -> None:
 
 def test_plain_output_reports_the_seed_burst_and_an_eta(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from kprl.config import TrainConfig
-    from kprl.train import train
+    from kprl.rl.train import train
 
     cfg = TrainConfig(run_dir=tmp_path / "run", env_steps=200, seed_steps=80, batch_size=8, eval_every=80,
                       eval_episodes=1, checkpoint_every=80, video=False, threads=1, log_every=40)  # fmt: skip
@@ -66,7 +66,7 @@ def test_plain_output_reports_the_seed_burst_and_an_eta(tmp_path: Path, capsys: 
 
 
 def test_console_draws_bars_on_a_terminal(capsys: pytest.CaptureFixture) -> None:
-    from kprl.progress import Console
+    from kprl.runtime.progress import Console
 
     console = Console(live=True)
     task = console.task("work", total=4)

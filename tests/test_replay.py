@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from kprl.replay import Batch, FrameReplay
+from kprl.rl.replay import Batch, FrameReplay
 
 SMALL = (3, 2, 2)
 ACTION_DIM = 2

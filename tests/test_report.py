@@ -18,13 +18,7 @@ import torch
 
 import kprl
 from kprl import config as C
-from kprl.agents.factory import make_agent
-from kprl.cli import main
-from kprl.errors import ConfigError
-from kprl.evaluation.stats import iqm
-from kprl.provenance import code_version
-from kprl.replay import Batch
-from kprl.report import (
+from kprl.analysis.report import (
     NOT_METHOD,
     UNREAD_OPTIONS,
     final_scores,
@@ -36,7 +30,13 @@ from kprl.report import (
     variant_label,
     write_report,
 )
-from kprl.train import train
+from kprl.analysis.stats import iqm
+from kprl.cli import main
+from kprl.errors import ConfigError
+from kprl.rl.factory import make_agent
+from kprl.rl.replay import Batch
+from kprl.rl.train import train
+from kprl.runtime.provenance import code_version
 
 STEPS = (0, 10_000, 20_000)
 
@@ -159,7 +159,7 @@ def test_published_reference_curves_are_drawn_when_given(runs: Path, tmp_path: P
     lines = ["step,episode,episode_reward,env,seed,agent"]
     lines += [f"{s},{s // 1000},{s / 100 + seed},cartpole_swingup,{seed},DrQ" for seed in (1, 2) for s in STEPS]
     (ref / "drq.csv").write_text("\n".join(lines) + "\n")
-    from kprl.report import reference_curves
+    from kprl.analysis.report import reference_curves
 
     curves = reference_curves(ref, "cartpole_swingup")
     steps, y = curves["DrQ"]

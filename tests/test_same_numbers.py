@@ -106,7 +106,7 @@ def test_logs_match_the_baseline(runs: dict[str, tuple[Path, Path]], agent: str)
 @pytest.mark.parametrize("agent", sorted(AGENTS))
 def test_baseline_checkpoint_loads(runs: dict[str, tuple[Path, Path]], agent: str) -> None:
     from kprl.errors import KprlError
-    from kprl.evaluate import load_agent
+    from kprl.rl.evaluate import load_agent
 
     baseline, _ = runs[agent]
     try:

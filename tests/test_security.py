@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from kprl import config as C
-from kprl.checkpoint import STATE_FILE, load_replay_state, load_state
 from kprl.cli import main
 from kprl.errors import CheckpointError, DataError
+from kprl.runtime.checkpoint import STATE_FILE, load_replay_state, load_state
 
 
 class Exploit:
@@ -57,7 +57,7 @@ def test_replay_buffer_with_pickled_objects_is_refused(tmp_path: Path) -> None:
 
 
 def test_dataset_shard_and_frame_file_with_pickled_objects_are_refused(tmp_path: Path) -> None:
-    from kprl.detect import read_frames
+    from kprl.imm.detect import read_frames
 
     marker = tmp_path / "pwned"
     frames = tmp_path / "frames.npz"
@@ -90,7 +90,7 @@ def test_corrupt_checkpoints_are_one_line_errors(tmp_path: Path, damage: str, ca
 def sac_ae_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from test_faults import tiny_config
 
-    from kprl.train import train
+    from kprl.rl.train import train
 
     source = tmp_path_factory.mktemp("source") / "sac_ae"
     train(tiny_config(source, env_steps=120), quiet=True)
@@ -122,7 +122,7 @@ def test_checkpoint_of_another_agent_or_image_size_is_refused_by_eval_and_resume
     sac_ae_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: dict, eval_message: str,
     resume_message: str,
 ) -> None:
-    from kprl.train import train
+    from kprl.rl.train import train
 
     image_size = overrides.pop("image_size", None)
     other, cfg = foreign_run(sac_ae_run, tmp_path, **overrides)

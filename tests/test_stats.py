@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kprl.evaluation.stats import (
+from kprl.analysis.stats import (
     bootstrap_band,
     bootstrap_ci,
     iqm,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from kprl.checkpoint import checkpoint_steps
+from kprl.analysis.sweep import parse_seeds
 from kprl.cli import main
-from kprl.sweep import parse_seeds
+from kprl.runtime.checkpoint import checkpoint_steps
 
 pytest.importorskip("ray.tune", reason="kprl[sweep] not installed")
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from kprl.checkpoint import checkpoint_steps
 from kprl.config import TrainConfig
 from kprl.errors import ConfigError
-from kprl.evaluate import evaluate_saved
-from kprl.train import train
+from kprl.rl.evaluate import evaluate_saved
+from kprl.rl.train import train
+from kprl.runtime.checkpoint import checkpoint_steps
 
 # Cartpole episodes cut to 0.4 s (40 physics steps = 5 actions at action repeat 8 = 40 env steps): a whole run
 # of several episodes, evaluations and checkpoints takes seconds.
@@ -152,7 +152,7 @@ def test_eval_of_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_keep_checkpoints_keeps_the_newest_n(tmp_path: Path) -> None:
-    from kprl.checkpoint import checkpoint_steps
+    from kprl.runtime.checkpoint import checkpoint_steps
 
     train(tiny_config(tmp_path / "two", keep_checkpoints=2), quiet=True)
     assert checkpoint_steps(tmp_path / "two") == [160, 200]

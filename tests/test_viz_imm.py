@@ -103,9 +103,9 @@ def test_figures_from_run_end_to_end(tmp_path: Path) -> None:
     """A run dir as `kprl imm train` leaves it (config.json, split.json, checkpoint) and a dataset on disk."""
     import json
 
-    from kprl.checkpoint import save_checkpoint
     from kprl.config import IMMTrainConfig, save_json, to_dict
     from kprl.data.frames import FORMAT, META_FILE, VERSION, shard_name, write_shard
+    from kprl.runtime.checkpoint import save_checkpoint
 
     data = _dataset()
     data_dir, run_dir = tmp_path / "data", tmp_path / "run"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kprl.config import TrainConfig
-from kprl.train import train
+from kprl.rl.train import train
 
 pytest.importorskip("wandb", reason="kprl[wandb] not installed")
 

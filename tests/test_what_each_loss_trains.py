@@ -13,10 +13,10 @@ import copy
 import pytest
 import torch
 
-from kprl.agents.factory import make_agent
-from kprl.agents.sac import SACAgent
 from kprl.config import TrainConfig
-from kprl.replay import Batch
+from kprl.rl.factory import make_agent
+from kprl.rl.replay import Batch
+from kprl.rl.sac import SACAgent
 
 OBS_SHAPE = (9, 64, 64)
 ACTION_DIM = 2

@@ -30,15 +30,15 @@ import numpy as np
 import torch
 
 from kprl import config as C
-from kprl.agents.sac import SACAgent
-from kprl.detect import detect, detect_agent, is_agent_checkpoint
 from kprl.envs.factory import PixelEnv, check_task, make_env
 from kprl.errors import ConfigError
-from kprl.evaluate import evaluate_saved, load_agent
-from kprl.hardware import resolve_device
 from kprl.imm.checkpoint import load_imm
-from kprl.train import EvalCallback
-from kprl.train import train as _train
+from kprl.imm.detect import detect, detect_agent, is_agent_checkpoint
+from kprl.rl.evaluate import evaluate_saved, load_agent
+from kprl.rl.sac import SACAgent
+from kprl.rl.train import EvalCallback
+from kprl.rl.train import train as _train
+from kprl.runtime.hardware import resolve_device
 from kprl.viz.keypoints import newest_frame_keypoints, view_to_frame
 
 if TYPE_CHECKING:

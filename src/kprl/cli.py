@@ -302,7 +302,7 @@ def _split_config_flag(args: list[str]) -> tuple[Path | None, list[str]]:
 
 def cmd_train(args: list[str]) -> int:
     from kprl import config as C
-    from kprl.train import train
+    from kprl.rl.train import train
 
     config_file, rest = _split_config_flag(args)
     default = C.load_json(C.TrainConfig, config_file) if config_file is not None else C.TrainConfig()
@@ -313,8 +313,8 @@ def cmd_train(args: list[str]) -> int:
 
 
 def cmd_eval(args: list[str]) -> int:
-    from kprl.evaluate import evaluate_saved
-    from kprl.progress import Console
+    from kprl.rl.evaluate import evaluate_saved
+    from kprl.runtime.progress import Console
 
     ea = parse(EvalArgs, args, "kprl eval")
     console = Console(live=sys.stdout.isatty() and sys.stderr.isatty())
@@ -352,7 +352,7 @@ def cmd_plot(args: list[str]) -> int:
 
 
 def cmd_report(args: list[str]) -> int:
-    from kprl.report import write_report
+    from kprl.analysis.report import write_report
 
     ra = parse(ReportArgs, args, "kprl report")
     summary = write_report(list(ra.runs), ra.out, ra.at, ra.reference_results, ra.imm_run, compare=ra.compare)
@@ -383,7 +383,7 @@ def _finish(summary: dict) -> int:
 
 
 def cmd_sweep(args: list[str]) -> int:
-    from kprl.sweep import Resources, parse_names, parse_seeds, sweep
+    from kprl.analysis.sweep import Resources, parse_names, parse_seeds, sweep
 
     own, base = _base_config(args, "kprl sweep")
     sa = parse(SweepArgs, own, "kprl sweep")
@@ -401,7 +401,7 @@ def cmd_sweep(args: list[str]) -> int:
 
 
 def cmd_tune(args: list[str]) -> int:
-    from kprl.sweep import Resources, hyperparameter_search
+    from kprl.analysis.sweep import Resources, hyperparameter_search
 
     own, base = _base_config(args, "kprl tune")
     ta = parse(TuneArgs, own, "kprl tune")
@@ -483,7 +483,7 @@ def cmd_imm(args: list[str]) -> int:
     sub, rest = args[0], args[1:]
     if sub == "train":
         from kprl import config as C
-        from kprl.imm_train import train_imm
+        from kprl.imm.train import train_imm
 
         config_file, rest = _split_config_flag(rest)
         default = C.load_json(C.IMMTrainConfig, config_file) if config_file is not None else C.IMMTrainConfig()
@@ -498,7 +498,7 @@ def cmd_imm(args: list[str]) -> int:
             print(path)
         return 0
     if sub == "eval":
-        from kprl.imm_eval import evaluate_imm
+        from kprl.imm.eval import evaluate_imm
 
         ia = parse(ImmEvalArgs, rest, "kprl imm eval")
         print(json.dumps(evaluate_imm(ia.run_dir, ia.data, ia.device, ia.ridge, ia.pairs)))
@@ -507,7 +507,7 @@ def cmd_imm(args: list[str]) -> int:
 
 
 def cmd_keypoints(args: list[str]) -> int:
-    from kprl.detect import keypoints_command
+    from kprl.imm.detect import keypoints_command
 
     ka = parse(KeypointsArgs, args, "kprl keypoints")
     summary = keypoints_command(
@@ -524,7 +524,7 @@ def cmd_keypoints(args: list[str]) -> int:
 
 
 def cmd_doctor(args: list[str]) -> int:
-    from kprl.doctor import doctor
+    from kprl.runtime.doctor import doctor
 
     da = parse(DoctorArgs, args, "kprl doctor")
     report = doctor(da.task, da.image_size)

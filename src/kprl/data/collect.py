@@ -39,7 +39,7 @@ from kprl.envs.dmc import Step, default_camera
 from kprl.envs.factory import PixelEnv, check_task, make_pixel_env, task_action_repeat
 from kprl.envs.gym import is_gym_task
 from kprl.errors import ConfigError, DataError, KprlError
-from kprl.evaluate import load_agent
+from kprl.rl.evaluate import load_agent
 from kprl.runtime.files import atomic_write_text
 
 MIN_IMAGE_SIZE = 16

@@ -30,7 +30,7 @@ Every shard holds **whole episodes**; with N frames in the shard its arrays are:
 
 Why npz shards: numpy reads and writes them with no extra dependency; they are pickle-free (every array is a
 plain ``.npy`` member, loaded with ``np.load(allow_pickle=False)``, so opening a dataset runs no code from it);
-each shard is written to bytes first and renamed into place (`kprl.checkpoint.atomic_write_bytes`), so a killed
+each shard is written to bytes first and renamed into place (`kprl.runtime.checkpoint.atomic_write_bytes`), so a killed
 collection leaves only complete shards and resumes after the last one; and members are deflate-compressed,
 which suits rendered frames with large flat areas: a cartpole collection at 100 px shrinks about 33x (random
 policy, 4 episodes = 504 frames: 15.1 MB of arrays in 0.45 MB of shards; compressing costs ~0.2 ms a frame,

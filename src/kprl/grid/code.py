@@ -2,7 +2,7 @@
 
 ``pin_code(home)`` copies the ``kprl`` package that is running into ``HOME/code/<id>/kprl``, where ``<id>`` is the
 kprl version and a hash of the package's files, so identical code is stored once; ``PROVENANCE.json`` beside it
-records the git commit it came from (:func:`kprl.provenance.code_version`), which a copy outside git cannot tell by
+records the git commit it came from (:func:`kprl.runtime.provenance.code_version`), which a copy outside git cannot tell by
 itself. A job runs ``python -m kprl`` with that folder first on ``PYTHONPATH``; editing or updating the checkout
 afterwards changes nothing for it.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import kprl
-from kprl.provenance import PINNED_RECORD as PROVENANCE_FILE
-from kprl.provenance import code_version
 from kprl.runtime.files import atomic_write_text
+from kprl.runtime.provenance import PINNED_RECORD as PROVENANCE_FILE
+from kprl.runtime.provenance import code_version
 
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from kprl.analysis.report import load_run, split_by_version, write_report
 from kprl.config import PUBLISHED_CURVES
 from kprl.errors import ConfigError
 from kprl.grid.code import pin_code, pinned_provenance
@@ -16,12 +17,11 @@ from kprl.grid.harvest import foreign_runs, harvest
 from kprl.grid.jobs import GridHome, launch
 from kprl.grid.queue import HoursFn, grid_states, plan, usable_cores
 from kprl.grid.spec import Grid, Job
-from kprl.hardware import describe_machine, resolve_precision
-from kprl.report import load_run, split_by_version, write_report
+from kprl.runtime.hardware import describe_machine, resolve_precision
 
 
 def this_machine() -> str:
-    """This CPU as runs record it (:func:`kprl.hardware.describe_machine` and the precision ``auto`` picks): the key
+    """This CPU as runs record it (:func:`kprl.runtime.hardware.describe_machine` and the precision ``auto`` picks): the key
     of speed estimates (:func:`kprl.grid.estimate.machine_key`)."""
 
     cpu = torch.device("cpu")

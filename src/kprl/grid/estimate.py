@@ -1,12 +1,12 @@
 """How long a grid row takes on this machine: measured from its own runs here when there are any, else calibrated.
 
 * Observed: every run of the row (in the grid home or harvested into results/) that ran on a machine of the same
-  description (CPU model and cores, :func:`kprl.hardware.describe_machine`, and the precision ``auto`` picks there,
+  description (CPU model and cores, :func:`kprl.runtime.hardware.describe_machine`, and the precision ``auto`` picks there,
   which tells CPUs with native bf16 from those without when a VM hides the model) with the same torch threads,
   throughout.
   Its hours per env step come from train.csv's ``wall_hours`` past the seed phase, so evaluations, checkpoints and
   the slowdown of a run beside it are all counted. The median over such runs is taken.
-* Calibrated: :func:`kprl.speed.measure_run_hours` (a few timed updates and actions, about half a minute), cached in
+* Calibrated: :func:`kprl.runtime.speed.measure_run_hours` (a few timed updates and actions, about half a minute), cached in
   ``HOME/speed.json``. Runs side by side slow each other (memory bandwidth, acting): a calibration of one thread
   count below the machine's cores is multiplied by :data:`SIDE_BY_SIDE_SLOWDOWN`.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kprl import config as C
 from kprl.runtime.files import atomic_write_text
-from kprl.speed import measure_run_hours
+from kprl.runtime.speed import measure_run_hours
 
 SIDE_BY_SIDE_SLOWDOWN = 1.15
 MIN_OBSERVED_ENV_STEPS = 5_000  # span of train.csv rows a rate is read from

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kprl.checkpoint import checkpoint_steps
 from kprl.grid.spec import Job
+from kprl.runtime.checkpoint import checkpoint_steps
 from kprl.runtime.files import atomic_write_text
 
 HOME_VARIABLE = "KPRL_GRID_HOME"

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from kprl import config as C
-from kprl.checkpoint import find_checkpoint, load_state
 from kprl.errors import CheckpointError, ConfigError, DataError
-from kprl.hardware import resolve_device
 from kprl.nets.imm import IMM
+from kprl.runtime.checkpoint import find_checkpoint, load_state
 from kprl.runtime.files import atomic_write_text
+from kprl.runtime.hardware import resolve_device
 
 MODEL_KIND = "imm"
 SPLIT_FILE = "split.json"

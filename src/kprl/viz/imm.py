@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from kprl.agents.representations import IMMObjective
-from kprl.agents.sac import SACAgent
 from kprl.data.frames import FrameDataset, load_dataset
 from kprl.errors import ConfigError, DataError
 from kprl.imm.checkpoint import EpisodeSplit, load_imm, read_run_config, read_split
-from kprl.imm_pairs import PairSampler, crop_frames, crop_windows
+from kprl.imm.pairs import PairSampler, crop_frames, crop_windows
 from kprl.nets.imm import IMM, IMMOutput, KeypointOutput
 from kprl.nets.keypoints import gaussian_maps, to_pixels
+from kprl.rl.representations import IMMObjective
+from kprl.rl.sac import SACAgent
 from kprl.runtime.files import atomic_write_bytes
 from kprl.viz.curves import read_csv
 from kprl.viz.keypoints import newest_frame_keypoints
@@ -366,7 +366,7 @@ def _agent_imm_output(
     """Run an agent's own IMM on observation pairs: the centre crops the network sees (uint8 [N, C, S, S]) of
     source and target, the generated target stacks and the target's keypoints (float32, CPU).
 
-    The keypoints are those the IMM loss uses (`kprl.agents.representations.IMMObjective`): the keypoint head on
+    The keypoints are those the IMM loss uses (`kprl.rl.representations.IMMObjective`): the keypoint head on
     the critic encoder's maps of the target; the GenNet renders the target from the source and their Gaussian
     maps. Runs without gradients in eval mode (the agent's mode is restored)."""
     objective = next((o for o in agent.objectives if isinstance(o, IMMObjective)), None)
@@ -414,7 +414,7 @@ def write_agent_imm_figure(
 
 
 def figures_from_run(run_dir: Path, data_dir: Path | None = None, device: str = "cpu") -> list[Path]:
-    """`kprl imm figure`: load the newest checkpoint of RUN_DIR (kprl.imm_train.load_imm), the dataset (data_dir or
+    """`kprl imm figure`: load the newest checkpoint of RUN_DIR (kprl.imm.checkpoint.load_imm), the dataset (data_dir or
     the run's config.json `data`), the split (RUN_DIR/split.json: {"train": [...], "val": [...]}) and the seed
     (config.json `seed`), and write the figures."""
     run_dir = Path(run_dir)

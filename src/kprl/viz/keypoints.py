@@ -16,7 +16,7 @@ import torch
 from kprl.nets.keypoints import to_pixels
 
 if TYPE_CHECKING:
-    from kprl.agents.sac import SACAgent
+    from kprl.rl.sac import SACAgent
 
 # One colour per keypoint (matplotlib's tab10), cycled when there are more keypoints.
 PALETTE = np.array(
@@ -54,7 +54,7 @@ def view_to_frame(
     (x, y) of a ``height`` x ``width`` image of the whole ``render_size`` px frame (pixel-corner convention).
 
     View pixel p (`kprl.nets.keypoints.to_pixels`) is render pixel p + (render_size - view_size) // 2 (the offset
-    `kprl.augment.center_crop` crops at), and render pixel q is q * width / render_size, q * height / render_size
+    `kprl.rl.augment.center_crop` crops at), and render pixel q is q * width / render_size, q * height / render_size
     in the image (`scale_to_frame`: a resize with ``align_corners=False`` or a render at another size)."""
     if view_size > render_size:
         raise ValueError(f"the view ({view_size} px) cannot be larger than the render ({render_size} px)")

@@ -21,8 +21,8 @@ import imageio.v2 as imageio
 import numpy as np
 
 from kprl.errors import ConfigError
-from kprl.progress import Console
 from kprl.runtime.files import atomic_write_text
+from kprl.runtime.progress import Console
 
 
 class CSVLog:

@@ -39,7 +39,7 @@ class Rate:
 
 @dataclass
 class RunEta:
-    """Remaining wall-clock of a training run (:mod:`kprl.train`) from its own measured rates."""
+    """Remaining wall-clock of a training run (:mod:`kprl.rl.train`) from its own measured rates."""
 
     total: int
     """Env steps to train for."""

@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kprl.agents.representations import AuxiliaryObjective, AuxInputs, Representation
-from kprl.augment import Augmentation
 from kprl.config import EncoderConfig, SACConfig
-from kprl.hardware import resolve_precision
 from kprl.nets.encoder import ConvTrunk, Encoded, Encoder, weight_init
-from kprl.replay import Batch
+from kprl.rl.augment import Augmentation
+from kprl.rl.replay import Batch
+from kprl.rl.representations import AuxiliaryObjective, AuxInputs, Representation
+from kprl.runtime.hardware import resolve_precision
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:

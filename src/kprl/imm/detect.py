@@ -37,16 +37,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kprl.agents.sac import SACAgent
-from kprl.checkpoint import find_checkpoint, load_state
 from kprl.config import TrainConfig, render_size
 from kprl.errors import ConfigError, DataError
-from kprl.evaluate import load_agent
-from kprl.hardware import resolve_device
 from kprl.imm.checkpoint import load_imm
 from kprl.nets.imm import IMM
+from kprl.rl.evaluate import load_agent
+from kprl.rl.sac import SACAgent
+from kprl.runtime.checkpoint import find_checkpoint, load_state
 from kprl.runtime.files import atomic_write_bytes
-from kprl.video import write_video
+from kprl.runtime.hardware import resolve_device
+from kprl.runtime.video import write_video
 from kprl.viz.keypoints import disc_radius, draw_points, newest_frame_keypoints, scale_to_frame, view_to_frame
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".gif")
@@ -233,7 +233,7 @@ def detect(
     dev = torch.device(device)
     height, width = int(frames.shape[1]), int(frames.shape[2])
     crop = frame_size is not None and fits_by_crop(height, width, model_size, frame_size)
-    offset = (height - model_size) // 2  # `kprl.imm_pairs.centre_offset`
+    offset = (height - model_size) // 2  # `kprl.imm.pairs.centre_offset`
     was_training = model.training
     model.eval()
     out: list[np.ndarray] = []
@@ -386,7 +386,7 @@ def keypoints_command(
 
     Loads the IMM model from ``checkpoint`` (a run dir, checkpoint dir or state.pt of `kprl imm train`), or the
     agent of a `kprl train` run of a keypoint agent (sac_ae_imm, sac_imm: its run dir, checkpoint dir or state.pt;
-    `kprl.evaluate.load_agent`), reads ``frames`` (`read_frames`), detects keypoints (`detect`, or `detect_agent`
+    `kprl.rl.evaluate.load_agent`), reads ``frames`` (`read_frames`), detects keypoints (`detect`, or `detect_agent`
     on frame stacks of consecutive frames) and writes ``out`` (.npz, atomically) holding ``keypoints`` float32
     [N, K, 2] (pixel x, y of the input frames), ``image_size`` [H, W], ``model_image_size`` (the side frames are
     resized to: the IMM's input, or the agent's render size) and ``checkpoint_step`` (update step, or env step of

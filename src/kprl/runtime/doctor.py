@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from kprl.hardware import native_bf16
+from kprl.runtime.hardware import native_bf16
 
 
 def doctor(task: str = "cartpole_swingup", image_size: int = 84) -> dict[str, Any]:

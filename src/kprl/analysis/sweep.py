@@ -1,6 +1,6 @@
 """Many runs on Ray Tune: ``kprl sweep`` (agents x tasks x seeds) and ``kprl tune`` (hyperparameter search).
 
-Every trial is the normal training loop (:func:`kprl.train.train`) writing a normal run directory; Ray only places
+Every trial is the normal training loop (:func:`kprl.rl.train.train`) writing a normal run directory; Ray only places
 trials on the cores and GPUs of one machine or of a cluster, and collects the evaluation returns they report as they
 go (ASHA stops poor ``kprl tune`` trials early on them). Layout of ``--out``:
 
@@ -8,7 +8,7 @@ go (ASHA stops poor ``kprl tune`` trials early on them). Layout of ``--out``:
 * ``runs/<trial>/``: the run directories (config.json, eval.csv, train.csv, checkpoints, videos);
 * ``ray/``: Ray Tune's experiment state, which lets a killed driver resume: finished trials are not run again,
   interrupted ones restart and resume from their own checkpoints in ``runs/``;
-* ``report/`` (sweep): :func:`kprl.report.write_report` of the runs; ``trials.csv`` and ``best_config.json``
+* ``report/`` (sweep): :func:`kprl.analysis.report.write_report` of the runs; ``trials.csv`` and ``best_config.json``
   (tune): every trial's options and last evaluation, and the best configuration for ``kprl train --config``.
 
 On a cluster ``--out`` must be a path every node sees (a shared filesystem): trials write their run directories
@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from kprl import config as C
+from kprl.analysis.report import write_csv, write_report
 from kprl.envs.factory import check_task
 from kprl.errors import ConfigError, KprlError
-from kprl.report import write_csv, write_report
+from kprl.rl.train import train
 from kprl.runtime.files import atomic_write_text
 from kprl.runtime.run_dir import claim_dir
-from kprl.train import train
 from kprl.viz.curves import read_csv
 
 RAY_MISSING = "this command needs Ray: pip install 'kprl[sweep]' (or pip install 'ray[tune]' pyyaml)"

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 from kprl import config as C
-from kprl.agents.factory import make_agent
-from kprl.agents.sac import SACAgent
-from kprl.checkpoint import CHECKPOINT_DIR, find_checkpoint, load_state
 from kprl.envs.factory import make_env
 from kprl.errors import CheckpointError, ConfigError
-from kprl.hardware import resolve_device
-from kprl.video import write_video
+from kprl.rl.factory import make_agent
+from kprl.rl.sac import SACAgent
+from kprl.runtime.checkpoint import CHECKPOINT_DIR, find_checkpoint, load_state
+from kprl.runtime.hardware import resolve_device
+from kprl.runtime.video import write_video
 from kprl.viz.imm import write_agent_imm_figure
 from kprl.viz.keypoints import draw_points, newest_frame_keypoints, view_to_frame
 
@@ -65,10 +65,10 @@ def load_agent(
 def keypoint_video_frame(agent: SACAgent, obs: np.ndarray, frame: np.ndarray, render_size: int) -> np.ndarray:
     """A copy of the video ``frame`` uint8 [S, S, 3] (the env camera's full view at any size S) with the agent's
     keypoints of the observation ``obs`` uint8 [C, render_size, render_size] drawn as discs
-    (`kprl.detect.draw_points`; colours as `kprl keypoints`).
+    (`kprl.viz.keypoints.draw_points`; colours as `kprl keypoints`).
 
     The keypoints are found in the centre crop the network sees and mapped to video pixels by
-    `kprl.detect.view_to_frame`; with per-frame keypoints only the newest frame's are drawn. The frame is returned
+    `kprl.viz.keypoints.view_to_frame`; with per-frame keypoints only the newest frame's are drawn. The frame is returned
     unchanged (not copied) for agents without keypoints."""
     coords = agent.keypoints(torch.as_tensor(obs).unsqueeze(0))
     if coords is None:

@@ -7,13 +7,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kprl.agents.representations import Representation, build_representations
-from kprl.agents.sac import SACAgent
-from kprl.augment import Augmentation
 from kprl.config import TrainConfig
 from kprl.errors import ConfigError
 from kprl.imm.checkpoint import load_imm
 from kprl.nets.encoder import ConvTrunk, PerFrameTrunk, conv_output_size
+from kprl.rl.augment import Augmentation
+from kprl.rl.representations import Representation, build_representations
+from kprl.rl.sac import SACAgent
 
 
 def make_agent(

@@ -15,7 +15,7 @@ Given run directories (or folders holding them), writes to ``--out``:
   :func:`name_conditions`) with its full label, runs, seeds and run directories;
 * ``performance_profile_<task>.png`` / ``.csv``: per condition the fraction of its runs whose return at that step
   exceeds τ, over a grid of τ, with a 95 % stratified bootstrap band (Agarwal et al. 2021's performance profiles,
-  :func:`kprl.evaluation.stats.performance_profile`);
+  :func:`kprl.analysis.stats.performance_profile`);
 * ``differences.csv`` / ``differences.md`` (``--compare TREATMENT:CONTROL``): per pair of conditions the difference
   of mean final returns and the probability of improvement, each with a 95 % bootstrap CI (:func:`differences`);
 * ``curves_<task>.png``: mean evaluation return over seeds with a 95 % bootstrap band per agent, published DrQ /
@@ -56,8 +56,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from kprl import config as C
-from kprl.errors import ConfigError, KprlError
-from kprl.evaluation.stats import (
+from kprl.analysis.stats import (
     bootstrap_band,
     bootstrap_ci,
     iqm,
@@ -66,6 +65,7 @@ from kprl.evaluation.stats import (
     probability_of_improvement,
     stratified_bootstrap_ci,
 )
+from kprl.errors import ConfigError, KprlError
 from kprl.runtime.files import atomic_write_text
 from kprl.viz import report as plots
 from kprl.viz.curves import read_csv
@@ -92,7 +92,7 @@ PROFILE_POINTS = 101
 DIFFERENCE_COLUMNS = ("treatment", "control", "task", "env_step", "n_treatment", "n_control", "mean_difference",
                       "mean_difference_ci_low", "mean_difference_ci_high", "probability_of_improvement",
                       "probability_of_improvement_ci_low", "probability_of_improvement_ci_high", "note")  # fmt: skip
-# Keypoint collapse diagnostics the keypoint agents log in train.csv (kprl.agents.representations.keypoint_spread),
+# Keypoint collapse diagnostics the keypoint agents log in train.csv (kprl.rl.representations.keypoint_spread),
 # in map coordinates [-1, 1] (2 = the feature map's width); their final-score columns drop the ``train/`` prefix.
 KEYPOINT_COLUMNS = ("train/keypoint_separation", "train/keypoint_batch_std")
 # The final-score keypoint diagnostics average the train.csv rows within this last fraction of the env steps.
@@ -608,7 +608,7 @@ def differences(
     evaluated there: the difference of mean returns (treatment − control) and the probability of improvement
     P(X_treatment > X_control) of Agarwal et al. (2021, "Deep RL at the edge of the statistical precipice"; rliable),
     each with a 95 % percentile bootstrap CI (Efron 1979) that resamples each condition's seeds independently
-    (:func:`kprl.evaluation.stats.bootstrap_ci`, seeded). With one seed on a side the CI is a point: the row's note
+    (:func:`kprl.analysis.stats.bootstrap_ci`, seeded). With one seed on a side the CI is a point: the row's note
     says so. A side without runs at ``at`` leaves the statistics blank."""
     by_group = groups(runs)
     rows = []
@@ -760,7 +760,7 @@ def profile_thresholds(scores: ArrayLike, points: int = PROFILE_POINTS) -> np.nd
 def performance_profiles(runs: Sequence[Run], task: str, at: int, reps: int = 2000) -> dict[str, tuple[Band, int]]:
     """Per condition label on ``task``, over its runs evaluated at ``at``: its performance profile (τ, fraction of
     runs whose return exceeds τ, 95 % stratified bootstrap band; Agarwal et al. 2021,
-    :func:`kprl.evaluation.stats.performance_profile`) on one τ grid shared by the conditions
+    :func:`kprl.analysis.stats.performance_profile`) on one τ grid shared by the conditions
     (:func:`profile_thresholds`), and how many runs it is over. Conditions without runs at ``at`` are left out."""
     finals = {
         label: scores for (label, t), members in groups(runs).items() if t == task and (scores := returns_at(members, at))

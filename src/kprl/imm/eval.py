@@ -17,11 +17,11 @@ import numpy as np
 
 from kprl.data.frames import load_dataset
 from kprl.errors import ConfigError, DataError
-from kprl.hardware import resolve_device
 from kprl.imm.checkpoint import load_imm, read_run_config, read_split, split_episodes
-from kprl.imm_pairs import PairSampler, centre_offset
-from kprl.imm_train import frames_of, landmark_report, pairs_loss
+from kprl.imm.pairs import PairSampler, centre_offset
+from kprl.imm.train import frames_of, landmark_report, pairs_loss
 from kprl.runtime.files import atomic_write_text
+from kprl.runtime.hardware import resolve_device
 
 RESULT_FILE = "landmark_eval.json"
 

@@ -19,8 +19,12 @@ import numpy as np
 import torch
 
 from kprl import config as C
-from kprl.agents.factory import make_agent
-from kprl.checkpoint import (
+from kprl.envs.factory import PixelEnv, check_task, make_env, task_action_repeat
+from kprl.errors import CheckpointError, ConfigError, TrainingError
+from kprl.rl.evaluate import evaluate
+from kprl.rl.factory import make_agent
+from kprl.rl.replay import FrameReplay
+from kprl.runtime.checkpoint import (
     find_checkpoint,
     load_replay_state,
     load_state,
@@ -29,14 +33,10 @@ from kprl.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from kprl.envs.factory import PixelEnv, check_task, make_env, task_action_repeat
-from kprl.errors import CheckpointError, ConfigError, TrainingError
-from kprl.evaluate import evaluate
-from kprl.hardware import describe_machine, keep_freed_memory, peak_rss_mib, resolve_device
-from kprl.logger import RunLogger, Throughput, WandbSink
-from kprl.progress import RunEta, Stopwatch, Task, format_seconds
-from kprl.provenance import code_version
-from kprl.replay import FrameReplay
+from kprl.runtime.hardware import describe_machine, keep_freed_memory, peak_rss_mib, resolve_device
+from kprl.runtime.logger import RunLogger, Throughput, WandbSink
+from kprl.runtime.progress import RunEta, Stopwatch, Task, format_seconds
+from kprl.runtime.provenance import code_version
 from kprl.runtime.run_dir import prepare_run_dir
 
 EVAL_SEED_OFFSET = 100_000
@@ -219,7 +219,7 @@ class Workspace:
 
     def _record_runtime(self) -> None:
         """Append where, how and with which code this (re)start runs to ``runtime.jsonl``: results tables name the
-        machine, the kprl version and the git commit (:func:`kprl.provenance.code_version`)."""
+        machine, the kprl version and the git commit (:func:`kprl.runtime.provenance.code_version`)."""
         record = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "env_step": self.state.env_step,

@@ -1,11 +1,11 @@
 """Standalone IMM training on a frame dataset (``kprl imm train``): the poster's "key point learning" experiment.
 
 Episodes are split into training and validation sets (by episode, so no frame of a validation episode is ever
-trained on). Every update draws pairs of frames of one training episode (`kprl.imm_pairs`), random-crops them with
+trained on). Every update draws pairs of frames of one training episode (`kprl.imm.pairs`), random-crops them with
 one window per pair, and minimises the IMM reconstruction MSE. Every ``eval_every`` updates the validation loss
 is measured on a fixed set of centre-cropped validation pairs, together with the landmark error of a ridge
 regressor from keypoints to the true landmarks (fitted on training frames, scored on validation frames; see
-`kprl.evaluation.landmarks`). Logs, checkpoints and resume work as for agents: rerunning the same command
+`kprl.analysis.landmarks`). Logs, checkpoints and resume work as for agents: rerunning the same command
 continues from the newest checkpoint, and CSV rows written after it are dropped.
 """
 
@@ -21,7 +21,13 @@ import numpy as np
 import torch
 
 from kprl import config as C
-from kprl.checkpoint import (
+from kprl.analysis.landmarks import regression_report
+from kprl.data.frames import FrameDataset, load_dataset
+from kprl.errors import CheckpointError, ConfigError, DataError, TrainingError
+from kprl.imm.checkpoint import MODEL_KIND, EpisodeSplit, split_episodes, write_split
+from kprl.imm.pairs import PairSampler, centre_offset, crop_frames, crop_windows
+from kprl.nets.imm import IMM
+from kprl.runtime.checkpoint import (
     find_checkpoint,
     load_state,
     remove_stale_temporaries,
@@ -29,15 +35,9 @@ from kprl.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from kprl.data.frames import FrameDataset, load_dataset
-from kprl.errors import CheckpointError, ConfigError, DataError, TrainingError
-from kprl.evaluation.landmarks import regression_report
-from kprl.hardware import keep_freed_memory, resolve_device, resolve_precision
-from kprl.imm.checkpoint import MODEL_KIND, EpisodeSplit, split_episodes, write_split
-from kprl.imm_pairs import PairSampler, centre_offset, crop_frames, crop_windows
-from kprl.logger import RunLogger, Throughput
-from kprl.nets.imm import IMM
-from kprl.progress import format_seconds
+from kprl.runtime.hardware import keep_freed_memory, resolve_device, resolve_precision
+from kprl.runtime.logger import RunLogger, Throughput
+from kprl.runtime.progress import format_seconds
 from kprl.runtime.run_dir import prepare_run_dir
 from kprl.viz.imm import write_imm_figures
 

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from kprl import config as C
-from kprl.agents.factory import make_agent
-from kprl.agents.sac import SACAgent
 from kprl.envs.factory import PixelEnv, make_env
-from kprl.replay import FrameReplay
+from kprl.rl.factory import make_agent
+from kprl.rl.replay import FrameReplay
+from kprl.rl.sac import SACAgent
 
 EPISODE_SECONDS = 10.0  # dm_control benchmark episodes: 1000 physics steps of 0.01 s
 

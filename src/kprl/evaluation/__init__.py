@@ -1,1 +1,0 @@
-"""Evaluation protocols: landmark regression from keypoints (and, later, statistics over runs)."""
