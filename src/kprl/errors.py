@@ -19,3 +19,12 @@ class TrainingError(KprlError):
 
 class DataError(KprlError):
     """A dataset or frame file is missing, empty, truncated, or holds arrays of the wrong name, dtype or shape."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, stripped (its type name when the message is empty): how
+    a library's many-line error is quoted inside kprl's one-line messages."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__

@@ -28,7 +28,7 @@ from typing import Any
 from kprl import config as C
 from kprl.analysis.report import write_csv, write_report
 from kprl.envs.factory import check_task
-from kprl.errors import ConfigError, KprlError
+from kprl.errors import ConfigError, KprlError, first_line
 from kprl.rl.train import train
 from kprl.runtime.files import atomic_write_text
 from kprl.runtime.run_dir import claim_dir
@@ -174,7 +174,7 @@ def start_ray(resources: Resources) -> Any:
             )
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = resources.address or "a local instance"
-            raise KprlError(f"cannot start Ray on {where}: {str(exc).splitlines()[0]}") from exc
+            raise KprlError(f"cannot start Ray on {where}: {first_line(exc)}") from exc
     return ray
 
 
@@ -314,7 +314,7 @@ def load_space(path: Path, base: C.TrainConfig) -> dict[str, tuple[str, list[Any
     except FileNotFoundError as exc:
         raise ConfigError(f"search space file not found: {path}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"search space {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise ConfigError(f"search space {path} is not valid YAML: {first_line(exc)}") from exc
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"search space {path} must be a mapping of option names to values or ranges")
     space: dict[str, tuple[str, list[Any]]] = {}

@@ -36,9 +36,9 @@ from kprl.data.frames import (
     write_shard,
 )
 from kprl.envs.dmc import Step, default_camera
-from kprl.envs.factory import PixelEnv, check_task, make_pixel_env, task_action_repeat
+from kprl.envs.factory import PixelEnv, check_task, make_pixel_env, render_error, task_action_repeat
 from kprl.envs.gym import is_gym_task
-from kprl.errors import ConfigError, DataError, KprlError
+from kprl.errors import ConfigError, DataError, first_line
 from kprl.rl.evaluate import load_agent
 from kprl.runtime.files import atomic_write_text
 
@@ -122,14 +122,10 @@ def _make_env(
             time_limit=time_limit,
         )
     except ValueError as exc:
-        raise ConfigError(f"cannot make {task}: {str(exc).splitlines()[0]}") from exc
+        raise ConfigError(f"cannot make {task}: {first_line(exc)}") from exc
     except (ImportError, RuntimeError, OSError) as exc:
-        text = str(exc)
-        if any(word in text for word in ("GL", "EGL", "OSMesa", "glfw", "render", "display")):
-            raise KprlError(
-                f"cannot render dm_control frames ({text.strip().splitlines()[0]}); set MUJOCO_GL=egl (libEGL) "
-                "or MUJOCO_GL=osmesa (libosmesa6) and check with `kprl doctor`"
-            ) from exc
+        if (error := render_error(exc)) is not None:
+            raise error from exc
         raise
 
 

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kprl.errors import KprlError
+from kprl.errors import KprlError, first_line
 
 try:
     from dm_control import suite
@@ -34,7 +34,7 @@ try:
 except (ImportError, RuntimeError, OSError, AttributeError) as exc:
     # dm_control picks its OpenGL backend from MUJOCO_GL when imported: a wrong value or a missing library fails
     # here, deep inside PyOpenGL. Say what to do instead.
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = first_line(exc)
     raise KprlError(
         f"dm_control cannot start its renderer with MUJOCO_GL={os.environ.get('MUJOCO_GL', '')!r} ({first}); "
         "use MUJOCO_GL=egl (libEGL, e.g. Debian's libegl1) or MUJOCO_GL=osmesa (libosmesa6), then `kprl doctor`"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kprl import config as C
 from kprl.envs.dmc import DMCEnv, default_action_repeat, split_task
 from kprl.envs.gym import GymEnv, check_gym_task, is_gym_task
-from kprl.errors import ConfigError, KprlError
+from kprl.errors import ConfigError, KprlError, first_line
 
 PixelEnv = DMCEnv | GymEnv
 """What the training loop, evaluation and collection talk to (the same interface)."""
@@ -42,6 +42,21 @@ def make_pixel_env(
                camera_id=camera_id, seed=seed, time_limit=time_limit)  # fmt: skip
 
 
+RENDER_ERROR_WORDS = ("GL", "EGL", "OSMesa", "glfw", "render", "display")
+"""Words by which a failure to make an env is recognised as a missing or broken GL backend."""
+
+
+def render_error(exc: BaseException) -> KprlError | None:
+    """A one-line :class:`KprlError` that explains ``MUJOCO_GL`` when ``exc`` (raised while making an env) is a
+    rendering failure, else None (re-raise ``exc`` as it is)."""
+    if not any(word in str(exc) for word in RENDER_ERROR_WORDS):
+        return None
+    return KprlError(
+        f"cannot render dm_control frames ({first_line(exc)}); set MUJOCO_GL=egl (libEGL) or MUJOCO_GL=osmesa "
+        "(libosmesa6) and check with `kprl doctor`"
+    )
+
+
 def make_env(cfg: C.TrainConfig, seed: int) -> PixelEnv:
     """The pixel environment of a config, rendering at the stored size (larger than the input for crop).
 
@@ -49,13 +64,8 @@ def make_env(cfg: C.TrainConfig, seed: int) -> PixelEnv:
     try:
         return _make_env(cfg, seed)
     except (ImportError, RuntimeError, OSError) as exc:
-        text = str(exc)
-        if any(word in text for word in ("GL", "EGL", "OSMesa", "glfw", "render", "display")):
-            first = text.strip().splitlines()[0]
-            raise KprlError(
-                f"cannot render dm_control frames ({first}); set MUJOCO_GL=egl (libEGL) or MUJOCO_GL=osmesa "
-                "(libosmesa6) and check with `kprl doctor`"
-            ) from exc
+        if (error := render_error(exc)) is not None:
+            raise error from exc
         raise
 
 

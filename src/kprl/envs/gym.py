@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from kprl.envs.dmc import Step, checked_action, rescale_action, stacked_step
-from kprl.errors import ConfigError, KprlError
+from kprl.errors import ConfigError, KprlError, first_line
 
 PREFIX = "gym:"
 NO_LANDMARKS = np.zeros((0, 2), dtype=np.float32)
@@ -142,7 +142,7 @@ class GymEnv:
                 raise ConfigError(f"{task} rendered nothing; kprl needs an environment that renders rgb_array")
         except gymnasium.error.Error as exc:  # e.g. DependencyNotInstalled (pygame, box2d)
             self._env.close()
-            raise ConfigError(f"cannot render {task}: {str(exc).splitlines()[0]}") from exc
+            raise ConfigError(f"cannot render {task}: {first_line(exc)}") from exc
 
     @staticmethod
     def _make(gymnasium: Any, env_id: str, size: int, camera_id: int | None) -> Any:
@@ -156,9 +156,9 @@ class GymEnv:
             try:
                 return gymnasium.make(env_id, render_mode="rgb_array")
             except Exception as exc:  # gymnasium raises many types for missing extras (box2d, atari, ...)
-                raise ConfigError(f"cannot make gym:{env_id}: {str(exc).splitlines()[0]}") from exc
+                raise ConfigError(f"cannot make gym:{env_id}: {first_line(exc)}") from exc
         except gymnasium.error.Error as exc:
-            raise ConfigError(f"cannot make gym:{env_id}: {str(exc).splitlines()[0]}") from exc
+            raise ConfigError(f"cannot make gym:{env_id}: {first_line(exc)}") from exc
 
     @property
     def action_dim(self) -> int:

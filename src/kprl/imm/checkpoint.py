@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from kprl import config as C
-from kprl.errors import CheckpointError, ConfigError, DataError
+from kprl.errors import CheckpointError, ConfigError, DataError, first_line
 from kprl.nets.imm import IMM
 from kprl.runtime.checkpoint import find_checkpoint, load_state
 from kprl.runtime.files import atomic_write_text
@@ -114,7 +114,7 @@ def load_imm(path: Path, device: str | torch.device = "cpu") -> LoadedIMM:
         model = IMM(model_cfg, int(state["image_size"])).to(dev)
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {ckpt} is damaged: {str(exc).splitlines()[0]}") from exc
+        raise CheckpointError(f"checkpoint {ckpt} is damaged: {first_line(exc)}") from exc
     model.eval()
     size = int(state["image_size"])
     frame_size = int(state.get("frame_size", size + C.CROP_MARGIN))

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from kprl.config import TrainConfig, render_size
-from kprl.errors import ConfigError, DataError
+from kprl.errors import ConfigError, DataError, first_line
 from kprl.imm.checkpoint import load_imm
 from kprl.nets.imm import IMM
 from kprl.rl.evaluate import load_agent
@@ -58,14 +58,6 @@ OVERLAY_FPS = 15
 
 
 # ------------------------------------------------------------------------------------------------- reading
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (or its type name)."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
 
 
 def _to_rgb(image: np.ndarray, source: Path) -> np.ndarray:
@@ -106,13 +98,13 @@ def _read_npz(path: Path) -> np.ndarray:
         with open(path, "rb") as f:
             magic = f.read(4)
     except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or _first_line(exc)})") from exc
+        raise DataError(f"{path}: cannot read ({exc.strerror or first_line(exc)})") from exc
     if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # zip local file header / empty archive
         raise DataError(f"{path}: not an .npz archive")
     try:
         data = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
-        raise DataError(f"{path}: damaged .npz archive ({_first_line(exc)})") from exc
+        raise DataError(f"{path}: damaged .npz archive ({first_line(exc)})") from exc
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: not an .npz archive")
     try:
@@ -121,7 +113,7 @@ def _read_npz(path: Path) -> np.ndarray:
             raise DataError(f"{path}: has no `frames` array (it holds {names})")
         return np.asarray(data["frames"])
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as exc:
-        raise DataError(f"{path}: cannot read `frames` ({_first_line(exc)})") from exc
+        raise DataError(f"{path}: cannot read `frames` ({first_line(exc)})") from exc
     finally:
         data.close()
 
@@ -140,7 +132,7 @@ def _read_png_folder(path: Path) -> np.ndarray:
         try:
             image = np.asarray(iio.imread(file, plugin="pillow"))
         except Exception as exc:  # imageio/Pillow raise many types for non-images
-            raise DataError(f"{file}: not a readable PNG image ({_first_line(exc)})") from exc
+            raise DataError(f"{file}: not a readable PNG image ({first_line(exc)})") from exc
         image = _to_rgb(image, file)
         if images and image.shape != images[0].shape:
             raise DataError(
@@ -163,7 +155,7 @@ def _read_video(path: Path) -> np.ndarray:
     except DataError:
         raise
     except Exception as exc:  # imageio/ffmpeg raise many types for corrupt videos
-        raise DataError(f"{path}: cannot read video ({_first_line(exc)})") from exc
+        raise DataError(f"{path}: cannot read video ({first_line(exc)})") from exc
     if not images:
         raise DataError(f"{path}: holds no frames")
     return np.stack(images)

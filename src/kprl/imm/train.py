@@ -23,7 +23,7 @@ import torch
 from kprl import config as C
 from kprl.analysis.landmarks import regression_report
 from kprl.data.frames import FrameDataset, load_dataset
-from kprl.errors import CheckpointError, ConfigError, DataError, TrainingError
+from kprl.errors import CheckpointError, ConfigError, DataError, TrainingError, first_line
 from kprl.imm.checkpoint import MODEL_KIND, EpisodeSplit, split_episodes, write_split
 from kprl.imm.pairs import PairSampler, centre_offset, crop_frames, crop_windows
 from kprl.nets.imm import IMM
@@ -179,7 +179,7 @@ class IMMTrainer:
             self.optimizer.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(
-                f"checkpoint {ckpt} does not fit this model: {str(exc).splitlines()[0]}"
+                f"checkpoint {ckpt} does not fit this model: {first_line(exc)}"
             ) from exc
         self.step = int(state["step"])
         self.wall_seconds = float(state["wall_seconds"])

@@ -13,7 +13,7 @@ import torch
 
 from kprl import config as C
 from kprl.envs.factory import make_env
-from kprl.errors import CheckpointError, ConfigError
+from kprl.errors import CheckpointError, ConfigError, first_line
 from kprl.rl.factory import make_agent
 from kprl.rl.sac import SACAgent
 from kprl.runtime.checkpoint import CHECKPOINT_DIR, find_checkpoint, load_state
@@ -57,7 +57,7 @@ def load_agent(
         agent.load_state_dict(state["agent"])
     except (KeyError, RuntimeError, ValueError) as exc:
         raise CheckpointError(
-            f"checkpoint {ckpt} does not fit agent {cfg.agent}: {str(exc).splitlines()[0]}"
+            f"checkpoint {ckpt} does not fit agent {cfg.agent}: {first_line(exc)}"
         ) from exc
     return agent, cfg, {"env_step": int(state["env_step"]), "checkpoint": str(ckpt)}
 

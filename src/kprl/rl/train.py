@@ -20,7 +20,7 @@ import torch
 
 from kprl import config as C
 from kprl.envs.factory import PixelEnv, check_task, make_env, task_action_repeat
-from kprl.errors import CheckpointError, ConfigError, TrainingError
+from kprl.errors import CheckpointError, ConfigError, TrainingError, first_line
 from kprl.rl.evaluate import evaluate
 from kprl.rl.factory import make_agent
 from kprl.rl.replay import FrameReplay
@@ -139,7 +139,7 @@ class Workspace:
             self.agent.load_state_dict(state["agent"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(
-                f"checkpoint {ckpt} does not fit this agent: {str(exc).splitlines()[0]}"
+                f"checkpoint {ckpt} does not fit this agent: {first_line(exc)}"
             ) from exc
         replay_state = load_replay_state(ckpt)
         if replay_state is None:

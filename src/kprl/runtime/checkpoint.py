@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kprl.errors import CheckpointError
+from kprl.errors import CheckpointError, first_line
 from kprl.runtime.files import fsync_dir
 
 CHECKPOINT_DIR = "checkpoints"
@@ -144,7 +144,7 @@ def load_state(ckpt_dir: Path, map_location: str | torch.device = "cpu") -> dict
     try:
         state = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise CheckpointError(f"cannot load checkpoint {file}: {first}") from exc
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{file} is not a kprl checkpoint (format {FORMAT_VERSION})")

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from kprl.errors import first_line
 from kprl.runtime.hardware import native_bf16
 
 
@@ -36,7 +37,7 @@ def doctor(task: str = "cartpole_swingup", image_size: int = 84) -> dict[str, An
         report["reset+render"] = f"{(time.perf_counter() - t0) * 1000:.1f} ms"
         env.close()
     except Exception as exc:  # report any backend failure instead of crashing
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         report["render"] = f"FAILED: {first}"
         report["hint"] = (
             "set MUJOCO_GL=egl (needs libEGL, e.g. Debian libegl1) or MUJOCO_GL=osmesa (Debian libosmesa6)"
