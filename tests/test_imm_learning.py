@@ -1,6 +1,6 @@
 """IMM learns keypoints: on synthetic frames of two moving squares with known centres, the full pipeline —
 dataset, pairs, shared random crops, training, landmark regression on held-out episodes — brings the landmark
-error below 1.5 px within a CPU minute (about 15 s on a free 2-core machine)."""
+error below 1.5 px within a minute of CPU time."""
 
 from pathlib import Path
 

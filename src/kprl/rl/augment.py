@@ -86,8 +86,8 @@ def random_shift(x: torch.Tensor, pad: int = 4, generator: torch.Generator | Non
     if pad < 0:
         raise ValueError(f"pad must be non-negative, got {pad}")
     h, w = x.shape[-2:]
-    # F.pad's replicate kernel handles uint8 on CPU and CUDA; measured ~10 ms for 128x9x84x84 uint8 on CPU, where
-    # padding via index_select on clamped indices took ~500 ms (index_select along the last dim is slow).
+    # F.pad's replicate kernel handles uint8 on CPU and CUDA, and on a CPU it pads a batch of 128 stacks about 50x
+    # faster than index_select on clamped indices (index_select along the last dim is slow).
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     top, left = _random_offsets(2, 2 * pad, x.shape[0], generator, x.device)
     return _crop_at(padded, top, left, h, w)
