@@ -253,12 +253,29 @@ def split_by_version(runs: Sequence[Run]) -> list[Run]:
     return [dataclasses.replace(r, label=f"{r.label} (kprl {r.kprl_version})") for r in runs]
 
 
+SHORT_OPTIONS_CHARS = 24  # of a short name's option summary; the full label is in conditions.md
+
+
+def short_options(label: str) -> str:
+    """The options of a variant label in a few characters: ``sac_imm[augmentation=crop,imm_lr=0.0002]`` ->
+    ``crop imm_lr=0.0002``; the augmentation by its value alone; cut to :data:`SHORT_OPTIONS_CHARS` with an
+    ellipsis."""
+    inner = label[label.index("[") + 1 : label.rindex("]")] if "[" in label and label.endswith("]") else ""
+    parts = [part.split("=", 1)[1] if part.startswith("augmentation=") else part for part in inner.split(",") if part]
+    text = " ".join(parts)
+    return text if len(text) <= SHORT_OPTIONS_CHARS else text[: SHORT_OPTIONS_CHARS - 1] + "…"
+
+
 def name_conditions(runs: Sequence[Run]) -> list[Run]:
-    """Runs with the short name of their condition (label) for figures: ``C<n> <agent>``, n counting the labels in
-    first-seen order (``C2 sac_imm``). Full labels (``sac_imm[augmentation=crop,batch_size=8,...]``) do not fit a
-    legend; ``conditions.md`` maps each short name to its label (:func:`conditions_rows`)."""
+    """Runs with the short name of their condition (label) for figures: ``C<n> <agent> <options>``, n counting
+    the labels in first-seen order (``C2 sac_imm crop imm_lr=0.0002``), the options cut short
+    (:func:`short_options`). Full labels (``sac_imm[augmentation=crop,batch_size=8,...]``) do not fit a legend;
+    ``conditions.md`` maps each short name to its label (:func:`conditions_rows`)."""
     number = {label: n for n, label in enumerate(dict.fromkeys(r.label for r in runs), start=1)}
-    return [dataclasses.replace(r, condition=f"C{number[r.label]} {r.agent}") for r in runs]
+    return [
+        dataclasses.replace(r, condition=f"C{number[r.label]} {r.agent} {short_options(r.label)}".rstrip())
+        for r in runs
+    ]
 
 
 def _runtime_records(path: Path) -> list[dict[str, Any]]:

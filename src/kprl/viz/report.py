@@ -12,7 +12,9 @@ import numpy as np
 
 Band = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x (env steps or τ), mean, low, high
 LEGEND_FONTSIZE = 8
-LEGEND_COLUMN_INCHES = 3.2  # one legend column per this much figure width
+LEGEND_COLUMN_INCHES = 3.2  # at least this much figure width per legend column
+LEGEND_HANDLE_INCHES = 0.7  # a legend entry's line sample and padding
+LEGEND_CHAR_INCHES = 0.065  # one character of a label at LEGEND_FONTSIZE
 LEGEND_ROW_INCHES = 0.2  # figure height added per legend row
 
 
@@ -26,15 +28,16 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
-def _legend_columns(width: float, entries: int) -> int:
-    """Legend columns for a figure ``width`` inches wide: as many as fit, at most one per entry."""
-    return max(1, min(entries, int(width // LEGEND_COLUMN_INCHES)))
+def _legend_columns(width: float, labels: list[str]) -> int:
+    """Legend columns for a figure ``width`` inches wide: as many as fit the longest label, at most one per label."""
+    column = max(LEGEND_COLUMN_INCHES, LEGEND_HANDLE_INCHES + LEGEND_CHAR_INCHES * max(map(len, labels), default=0))
+    return max(1, min(len(labels), int(width // column)))
 
 
-def _figure(panels: int, width: float, height: float, entries: int) -> tuple[Any, list[Any]]:
-    """A figure of ``panels`` axes side by side, laid out so that a legend of ``entries`` below them
+def _figure(panels: int, width: float, height: float, labels: list[str]) -> tuple[Any, list[Any]]:
+    """A figure of ``panels`` axes side by side, laid out so that a legend of ``labels`` below them
     (:func:`_legend_below`) adds height rather than shrinking the axes."""
-    rows = math.ceil(entries / _legend_columns(width, entries)) if entries else 0
+    rows = math.ceil(len(labels) / _legend_columns(width, labels)) if labels else 0
     fig, axes = _pyplot().subplots(1, panels, figsize=(width, height + LEGEND_ROW_INCHES * rows), layout="constrained")
     return fig, list(np.atleast_1d(axes))
 
@@ -46,7 +49,7 @@ def _legend_below(fig: Any, axes: list[Any]) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
     if handles:
-        columns = _legend_columns(fig.get_figwidth(), len(handles))
+        columns = _legend_columns(fig.get_figwidth(), list(handles))
         fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=columns,
                    fontsize=LEGEND_FONTSIZE, frameon=False)  # fmt: skip
 
@@ -66,7 +69,7 @@ def _band(ax: Any, x: np.ndarray, m: np.ndarray, lo: np.ndarray, hi: np.ndarray,
 
 def learning_curves_figure(ours: dict[str, Band], published: dict[str, Band], task: str, out: Path) -> Path:
     """Mean evaluation return with its 95 % bootstrap band per condition (solid), published curves dashed."""
-    fig, (ax,) = _figure(1, 7, 4.5, len(ours) + len(published))
+    fig, (ax,) = _figure(1, 7, 4.5, [*ours, *published])
     for i, (name, band) in enumerate(ours.items()):
         _band(ax, *band, color=f"C{i}", marker="o", ms=3, label=name)
     for j, (name, band) in enumerate(published.items()):
@@ -85,7 +88,7 @@ def performance_profile_figure(profiles: dict[str, Band], task: str, at: int, ou
     """Performance profiles (Agarwal et al. 2021): per condition the fraction of runs whose return at env step
     ``at`` exceeds τ, against τ, with its 95 % stratified bootstrap band. A curve above another everywhere:
     stochastically better."""
-    fig, (ax,) = _figure(1, 7, 4.5, len(profiles))
+    fig, (ax,) = _figure(1, 7, 4.5, list(profiles))
     for i, (name, band) in enumerate(profiles.items()):
         _band(ax, *band, color=f"C{i}", lw=1.5, label=name)
     ax.set_xlabel(f"evaluation return τ at {at:,} env steps")
@@ -101,7 +104,7 @@ def imm_loss_figure(
     rl: dict[str, tuple[np.ndarray, np.ndarray]], standalone: dict[str, tuple[np.ndarray, np.ndarray]], out: Path
 ) -> Path:
     """IMM reconstruction loss (pixel MSE) against updates: inside RL agents and in standalone IMM training."""
-    fig, (ax,) = _figure(1, 7, 4.5, len(rl) + len(standalone))
+    fig, (ax,) = _figure(1, 7, 4.5, [f"{name} (during RL)" for name in rl] + list(standalone))
     for i, (name, (x, y)) in enumerate(rl.items()):
         ax.plot(x, y, color=f"C{i}", lw=1, label=f"{name} (during RL)")
     for j, (name, (x, y)) in enumerate(standalone.items()):
@@ -123,7 +126,7 @@ def keypoint_spread_figure(
     titles = {"train/keypoint_separation": "separation: mean distance between two keypoints",
               "train/keypoint_batch_std": "batch std: how far a keypoint moves across a batch"}  # fmt: skip
     names = list(dict.fromkeys(name for column in titles for name in spread.get(column, {})))
-    fig, axes = _figure(2, 11, 4.5, len(names))
+    fig, axes = _figure(2, 11, 4.5, names)
     for ax, (column, title) in zip(axes, titles.items(), strict=True):
         for name, (x, y) in spread.get(column, {}).items():
             color = f"C{names.index(name)}"
