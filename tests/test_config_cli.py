@@ -151,3 +151,16 @@ def test_rl_commands_on_a_standalone_imm_run_point_to_the_imm_commands(tmp_path,
     assert err == f"kprl: error: {run} is a `kprl imm train` run, not an RL run: use `kprl imm figure --run-dir {run}`\n"
     assert main(["eval", "--run-dir", str(run)]) == 2
     assert "use `kprl imm eval --run-dir" in capsys.readouterr().err
+
+
+def test_train_help_shows_the_config_flag_and_usage_comes_from_one_table(capsys) -> None:
+    from kprl.cli import COMMANDS, IMM_COMMANDS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--config FILE" in capsys.readouterr().out
+    assert main(["--help"]) == 0
+    usage = capsys.readouterr().out
+    assert all(f"  {c.name} " in usage for c in COMMANDS) and usage.startswith("usage: kprl {train,eval,")
+    assert main(["imm"]) == 2
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]] == [c.name for c in IMM_COMMANDS]

@@ -2,8 +2,9 @@
 
 ``kprl train`` (train or resume a run), ``eval`` (re-evaluate a saved agent), ``plot`` (a run's curves), ``report``
 (aggregate runs), ``sweep`` / ``tune`` (many runs on Ray Tune), ``collect`` (render a frame dataset), ``imm``
-(standalone keypoints), ``keypoints`` (detect keypoints in frames), ``doctor`` (check rendering and torch).
-Problems the user can fix end in a one-line ``kprl: error: ...`` and exit status 2.
+(standalone keypoints), ``keypoints`` (detect keypoints in frames), ``doctor`` (check rendering and torch),
+``grid`` (an experiment grid as a queue). One table (:data:`COMMANDS`) drives dispatch and usage; each command's
+function imports what it needs when it runs, so ``kprl --help`` starts fast. Problems the user can fix end in a one-line ``kprl: error: ...`` and exit status 2.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,10 +25,8 @@ from kprl.errors import KprlError
 
 if TYPE_CHECKING:
     from kprl.config import TrainConfig
-
-SUBCOMMANDS = ("train", "eval", "plot", "report", "sweep", "tune", "grid", "collect", "imm", "keypoints", "doctor")
-IMM_SUBCOMMANDS = ("train", "figure", "eval")
-GRID_SUBCOMMANDS = ("status", "run", "harvest", "export")
+    from kprl.grid.jobs import GridHome
+    from kprl.grid.spec import Grid
 
 
 @dataclass
@@ -279,6 +278,12 @@ class DoctorArgs:
     """Frame size."""
 
 
+CONFIG_FLAG_HELP = (
+    "  --config FILE          Start from a stored config (a run's config.json, kprl tune's best_config.json);\n"
+    "                         options given on the command line override it."
+)
+
+
 def _split_config_flag(args: list[str]) -> tuple[Path | None, list[str]]:
     """Take ``--config FILE`` (or ``--config=FILE``) out of the arguments."""
     rest: list[str] = []
@@ -306,7 +311,11 @@ def cmd_train(args: list[str]) -> int:
 
     config_file, rest = _split_config_flag(args)
     default = C.load_json(C.TrainConfig, config_file) if config_file is not None else C.TrainConfig()
-    cfg = parse(C.TrainConfig, rest, "kprl train", default=default)
+    try:
+        cfg = parse(C.TrainConfig, rest, "kprl train", default=default)
+    except SystemExit:  # --help: tyro printed the options; --config is taken out before tyro sees the rest
+        print(CONFIG_FLAG_HELP)
+        raise
     summary = train(cfg)
     print(json.dumps(summary))
     return 0
@@ -442,68 +451,78 @@ def cmd_collect(args: list[str]) -> int:
     return 0
 
 
-def cmd_grid(args: list[str]) -> int:
-    if not args or args[0] in ("-h", "--help"):
-        print("usage: kprl grid {status,run,harvest,export} GRID_FILE [--help] [options]\n")
-        print("  status   every job of the grid: done, running (env step, machine), interrupted, to do")
-        print("  run      start in the background what fits the hours left (resumes interrupted jobs first)")
-        print("  harvest  copy runs' logs into results/ (finished or not) and regenerate the report")
-        print("  export   the next jobs as JSON lines, for a machine that runs them elsewhere (the GPU script)")
-        return 0 if args else 2
-    from kprl.grid import commands
+def _grid_args(kind: type[GridArgs], args: list[str], prog: str) -> tuple[GridArgs, Grid, GridHome]:
+    """Parse a grid subcommand's options; load its grid file and home."""
     from kprl.grid.jobs import GridHome, default_home
     from kprl.grid.spec import load_grid
 
-    sub, rest = args[0], args[1:]
-    if sub not in GRID_SUBCOMMANDS:
-        raise KprlError(f"unknown command 'grid {sub}' (choose from {', '.join(GRID_SUBCOMMANDS)})")
-    kind = {"status": GridArgs, "run": GridRunArgs, "harvest": GridHarvestArgs, "export": GridExportArgs}[sub]
-    ga = parse(kind, rest, f"kprl grid {sub}")
+    ga = parse(kind, args, prog)
     grid = load_grid(ga.grid)
-    home = GridHome(ga.home or default_home(), grid.name)
-    if isinstance(ga, GridRunArgs):
-        lines = commands.run_what_fits(grid, home, ga.hours, ga.fill)
-    elif isinstance(ga, GridHarvestArgs):
-        lines = commands.harvest_lines(grid, home, ga.sources, ga.report)
-    elif isinstance(ga, GridExportArgs):
-        lines = commands.export_jobs(grid, home, ga.count)
-    else:
-        lines = commands.status_lines(grid, home)
+    return ga, grid, GridHome(ga.home or default_home(), grid.name)
+
+
+def _print_lines(lines: list[str]) -> int:
     print("\n".join(lines))
     return 0
 
 
-def cmd_imm(args: list[str]) -> int:
-    if not args or args[0] in ("-h", "--help"):
-        print("usage: kprl imm {train,figure,eval} [--help] [options]\n")
-        print("  train    train (or resume) IMM keypoints on a frame dataset (kprl collect)")
-        print("  figure   draw a run's IMM example, score maps, Gaussian maps and loss curve")
-        print("  eval     landmark regression error and reconstruction MSE on held-out episodes")
-        return 0 if args else 2
-    sub, rest = args[0], args[1:]
-    if sub == "train":
-        from kprl import config as C
-        from kprl.imm.train import train_imm
+def cmd_grid_status(args: list[str]) -> int:
+    from kprl.grid import commands as grid_commands
 
-        config_file, rest = _split_config_flag(rest)
-        default = C.load_json(C.IMMTrainConfig, config_file) if config_file is not None else C.IMMTrainConfig()
-        cfg = parse(C.IMMTrainConfig, rest, "kprl imm train", default=default)
-        print(json.dumps(train_imm(cfg)))
-        return 0
-    if sub == "figure":
-        from kprl.viz.imm import figures_from_run
+    _, grid, home = _grid_args(GridArgs, args, "kprl grid status")
+    return _print_lines(grid_commands.status_lines(grid, home))
 
-        fa = parse(ImmFigureArgs, rest, "kprl imm figure")
-        for path in figures_from_run(fa.run_dir, fa.data, fa.device):
-            print(path)
-        return 0
-    if sub == "eval":
-        from kprl.imm.eval import evaluate_imm
 
-        ia = parse(ImmEvalArgs, rest, "kprl imm eval")
-        print(json.dumps(evaluate_imm(ia.run_dir, ia.data, ia.device, ia.ridge, ia.pairs)))
-        return 0
-    raise KprlError(f"unknown command 'imm {sub}' (choose from {', '.join(IMM_SUBCOMMANDS)})")
+def cmd_grid_run(args: list[str]) -> int:
+    from kprl.grid import commands as grid_commands
+
+    ga, grid, home = _grid_args(GridRunArgs, args, "kprl grid run")
+    assert isinstance(ga, GridRunArgs)
+    return _print_lines(grid_commands.run_what_fits(grid, home, ga.hours, ga.fill))
+
+
+def cmd_grid_harvest(args: list[str]) -> int:
+    from kprl.grid import commands as grid_commands
+
+    ga, grid, home = _grid_args(GridHarvestArgs, args, "kprl grid harvest")
+    assert isinstance(ga, GridHarvestArgs)
+    return _print_lines(grid_commands.harvest_lines(grid, home, ga.sources, ga.report))
+
+
+def cmd_grid_export(args: list[str]) -> int:
+    from kprl.grid import commands as grid_commands
+
+    ga, grid, home = _grid_args(GridExportArgs, args, "kprl grid export")
+    assert isinstance(ga, GridExportArgs)
+    return _print_lines(grid_commands.export_jobs(grid, home, ga.count))
+
+
+def cmd_imm_train(args: list[str]) -> int:
+    from kprl import config as C
+    from kprl.imm.train import train_imm
+
+    config_file, rest = _split_config_flag(args)
+    default = C.load_json(C.IMMTrainConfig, config_file) if config_file is not None else C.IMMTrainConfig()
+    cfg = parse(C.IMMTrainConfig, rest, "kprl imm train", default=default)
+    print(json.dumps(train_imm(cfg)))
+    return 0
+
+
+def cmd_imm_figure(args: list[str]) -> int:
+    from kprl.viz.imm import figures_from_run
+
+    fa = parse(ImmFigureArgs, args, "kprl imm figure")
+    for path in figures_from_run(fa.run_dir, fa.data, fa.device):
+        print(path)
+    return 0
+
+
+def cmd_imm_eval(args: list[str]) -> int:
+    from kprl.imm.eval import evaluate_imm
+
+    ia = parse(ImmEvalArgs, args, "kprl imm eval")
+    print(json.dumps(evaluate_imm(ia.run_dir, ia.data, ia.device, ia.ridge, ia.pairs)))
+    return 0
 
 
 def cmd_keypoints(args: list[str]) -> int:
@@ -533,6 +552,64 @@ def cmd_doctor(args: list[str]) -> int:
     return 0 if report.get("render") == "ok" else 1
 
 
+@dataclass(frozen=True)
+class Command:
+    """One (sub)command: its name, the function that runs it on its arguments, and its line of help."""
+
+    name: str
+    run: Callable[[list[str]], int]
+    help: str
+
+
+def _dispatch(prog: str, commands: Sequence[Command], args: list[str]) -> int:
+    """Run the command ``args[0]`` names with the rest of ``args``; usage for no command or --help."""
+    if not args or args[0] in ("-h", "--help"):
+        print(f"usage: {prog} {{{','.join(c.name for c in commands)}}} [--help] [options]")
+        if prog == "kprl":
+            print("       kprl --version")
+        print()
+        width = max(len(c.name) for c in commands) + 2
+        for c in commands:
+            lines = c.help.split("\n")
+            print(f"  {c.name:<{width}} {lines[0]}" + "".join(f"\n  {'':<{width}} {line}" for line in lines[1:]))
+        return 0 if args else 2
+    by_name = {c.name: c for c in commands}
+    if args[0] not in by_name:
+        where = "" if prog == "kprl" else prog.removeprefix("kprl ") + " "
+        raise KprlError(f"unknown command '{where}{args[0]}' (choose from {', '.join(by_name)})")
+    return by_name[args[0]].run(args[1:])
+
+
+GRID_COMMANDS = (
+    Command("status", cmd_grid_status, "every job of the grid: done, running (env step, machine), interrupted, to do"),
+    Command("run", cmd_grid_run, "start in the background what fits the hours left (resumes interrupted jobs first)"),
+    Command("harvest", cmd_grid_harvest, "copy runs' logs into results/ (finished or not) and regenerate the report"),
+    Command("export", cmd_grid_export, "the next jobs as JSON lines, for a machine that runs them elsewhere (GPU)"),
+)
+IMM_COMMANDS = (
+    Command("train", cmd_imm_train, "train (or resume) IMM keypoints on a frame dataset (kprl collect)"),
+    Command("figure", cmd_imm_figure, "draw a run's IMM example, score maps, Gaussian maps and loss curve"),
+    Command("eval", cmd_imm_eval, "landmark regression error and reconstruction MSE on held-out episodes"),
+)
+COMMANDS = (
+    Command("train", cmd_train, "train (or resume) an agent on a dm_control task from pixels"),
+    Command("eval", cmd_eval, "re-evaluate a saved agent, optionally writing a video"),
+    Command("plot", cmd_plot, "draw a run's learning curve (curves.png)"),
+    Command("report", cmd_report, "aggregate runs: tidy CSV, final scores (mean, IQM + bootstrap CI), curves, IMM\n"
+            "loss, keypoint collapse diagnostics, differences with bootstrap CIs (--compare)"),
+    Command("sweep", cmd_sweep, "train agents x tasks x seeds as Ray Tune trials (local or cluster), then report"),
+    Command("tune", cmd_tune, "hyperparameter search on Ray Tune with ASHA; saves the best config for train --config"),
+    Command("grid", lambda args: _dispatch("kprl grid", GRID_COMMANDS, args),
+            "an experiment grid as a resumable queue: status, run what fits, harvest into results/"),
+    Command("collect", cmd_collect, "render a frame dataset (frames, actions, landmarks) for keypoint learning"),
+    Command("imm", lambda args: _dispatch("kprl imm", IMM_COMMANDS, args),
+            "IMM keypoints: train on a dataset, draw figures, evaluate against landmarks"),
+    Command("keypoints", cmd_keypoints, "detect keypoints in frames (npz, PNG folder or video) with a trained IMM model"),
+    Command("doctor", cmd_doctor, "render one frame and report GL backend, torch and CUDA"),
+)
+SUBCOMMANDS = tuple(c.name for c in COMMANDS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kprl`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -541,41 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"kprl {__version__}")
         return 0
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: kprl {train,eval,plot,report,sweep,tune,grid,collect,imm,keypoints,doctor} [--help] [options]")
-        print("       kprl --version\n")
-        print("  train    train (or resume) an agent on a dm_control task from pixels")
-        print("  eval     re-evaluate a saved agent, optionally writing a video")
-        print("  plot     draw a run's learning curve (curves.png)")
-        print("  report   aggregate runs: tidy CSV, final scores (mean, IQM + bootstrap CI), curves, IMM loss,")
-        print("           keypoint collapse diagnostics, differences with bootstrap CIs (--compare)")
-        print("  sweep    train agents x tasks x seeds as Ray Tune trials (local or cluster), then report")
-        print("  tune     hyperparameter search on Ray Tune with ASHA; saves the best config for train --config")
-        print("  grid     an experiment grid as a resumable queue: status, run what fits, harvest into results/")
-        print("  collect  render a frame dataset (frames, actions, landmarks) for keypoint learning")
-        print("  imm      IMM keypoints: train on a dataset, draw figures, evaluate against landmarks")
-        print("  keypoints  detect keypoints in frames (npz, PNG folder or video) with a trained IMM model")
-        print("  doctor   render one frame and report GL backend, torch and CUDA")
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command not in SUBCOMMANDS:
-        print(f"kprl: error: unknown command {command!r} (choose from {', '.join(SUBCOMMANDS)})", file=sys.stderr)
-        return 2
     try:
-        commands = {
-            "train": cmd_train,
-            "eval": cmd_eval,
-            "plot": cmd_plot,
-            "report": cmd_report,
-            "sweep": cmd_sweep,
-            "tune": cmd_tune,
-            "grid": cmd_grid,
-            "collect": cmd_collect,
-            "imm": cmd_imm,
-            "keypoints": cmd_keypoints,
-            "doctor": cmd_doctor,
-        }
-        return commands[command](rest)
+        return _dispatch("kprl", COMMANDS, argv)
     except KprlError as exc:
         print(f"kprl: error: {exc}", file=sys.stderr)
         return 2
