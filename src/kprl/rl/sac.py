@@ -6,7 +6,8 @@ temperature every ``actor_update_every`` updates (on detached conv features), ta
 auxiliary objectives (reconstruction, ...) on a fresh encoding of the observation. ``update`` returns metrics and
 never logs: the training loop does all I/O.
 
-Two update paths compute the same losses and gradients (docs/performance.md):
+SAC's losses (the soft TD target, J_Q, J_π, J(α)) are pure functions written once below; both update paths call
+them. Two update paths compute the same losses and gradients (docs/performance.md):
 
 * ``reference`` runs the encoder again for every loss, in pytorch_sac_ae's order;
 * ``fast`` encodes the observation once: the critic's TD loss, the auxiliary losses and (on detached maps) the
@@ -180,6 +181,38 @@ def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
     with torch.no_grad():
         for p, tp in zip(net.parameters(), target.parameters(), strict=True):
             tp.lerp_(p, tau)
+
+
+# ---------------------------------------------------------------------------------------------- SAC's losses
+# Written once, called by both update paths. Haarnoja et al. 2018a (SAC) and 2018b (learned temperature).
+
+
+def soft_td_target(
+    reward: torch.Tensor, discount: torch.Tensor, gamma: float, target_q1: torch.Tensor, target_q2: torch.Tensor,
+    alpha: torch.Tensor, next_log_pi: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """Soft Bellman backup y = r + γ d (min(Q̄1, Q̄2)(s', a') − α log π(a'|s')), a' ~ π(s') (2018a, Eq. 3);
+    ``discount`` d is 0 only at true termination, so time-limit ends bootstrap."""
+    return reward + discount * gamma * (torch.min(target_q1, target_q2) - alpha.detach() * next_log_pi)
+
+
+def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
+    """J_Q of the twin critics: MSE(Q1, y) + MSE(Q2, y) (2018a, Eq. 5)."""
+    return F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+
+
+def actor_loss(alpha: torch.Tensor, log_pi: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
+    """J_π = E[α log π(a|s) − min(Q1, Q2)(s, a)], a ~ π(s) reparameterised (2018a, Eq. 7); α is a constant here."""
+    return (alpha.detach() * log_pi - torch.min(q1, q2)).mean()
+
+
+def temperature_loss(alpha: torch.Tensor, log_pi: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """J(α) = E[α (−log π(a|s) − H̄)]: pushes the policy's entropy towards H̄ (2018b, Eq. 18)."""
+    return (alpha * (-log_pi - target_entropy).detach()).mean()
+
+
+def critic_metrics(loss: torch.Tensor, q1: torch.Tensor, target_q: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"critic_loss": loss.detach(), "q1": q1.detach().mean(), "target_q": target_q.mean()}
 
 
 class SACAgent:
@@ -423,8 +456,8 @@ class SACAgent:
             if actor_due:
                 # The actor's own heads on the critic's conv maps, detached: the actor never trains the conv.
                 _, pi, log_pi = self.actor.from_maps(encoded.maps.detach())
-        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        metrics.update({"critic_loss": critic_loss.detach(), "q1": q1.detach().mean(), "target_q": target_q.mean()})
+        td_loss = critic_loss(q1, q2, target_q)
+        metrics.update(critic_metrics(td_loss, q1, target_q))
         losses: dict[int, torch.Tensor] = {}
         if due:
             losses, parts = self._auxiliary_losses(obs, encoded, target_obs, due, next_maps)
@@ -434,7 +467,7 @@ class SACAgent:
         # the target's maps and its own GenNet trunk).
         critic_params = _params(self.critic_opt)
         shares_graph = any(self.objectives[i].needs_encoding for i in losses)
-        critic_grads = torch.autograd.grad(critic_loss, critic_params, retain_graph=shares_graph, allow_unused=True)
+        critic_grads = torch.autograd.grad(td_loss, critic_params, retain_graph=shares_graph, allow_unused=True)
         aux_steps = self._objective_gradients(losses)
         _step(self.critic_opt, critic_params, critic_grads)
         if actor_due:
@@ -473,8 +506,7 @@ class SACAgent:
             else:
                 _, next_action, next_log_pi = self.actor.from_maps(next_maps.detach())
             target_q1, target_q2 = self.critic_target(next_obs, next_action)
-            target_v = torch.min(target_q1, target_q2) - self.alpha.detach() * next_log_pi
-            return reward + discount * self.cfg.discount * target_v
+            return soft_td_target(reward, discount, self.cfg.discount, target_q1, target_q2, self.alpha, next_log_pi)
 
     def _actor_and_alpha_step(
         self, critic_features: torch.Tensor, pi: torch.Tensor, log_pi: torch.Tensor
@@ -482,18 +514,22 @@ class SACAgent:
         """Actor and temperature steps from a policy sample ``pi`` (with its graph) and detached critic features;
         Q is read with the critic's current (just stepped) MLPs, as the reference does."""
         actor_q1, actor_q2 = self.critic.q_values(critic_features, pi)
-        actor_loss = (self.alpha.detach() * log_pi - torch.min(actor_q1, actor_q2)).mean()
+        policy_loss = actor_loss(self.alpha, log_pi, actor_q1, actor_q2)
         actor_params = _params(self.actor_opt)
-        _step(self.actor_opt, actor_params, torch.autograd.grad(actor_loss, actor_params, allow_unused=True))
-        alpha_loss = (self.alpha * (-log_pi - self.target_entropy).detach()).mean()
+        _step(self.actor_opt, actor_params, torch.autograd.grad(policy_loss, actor_params, allow_unused=True))
+        return self._temperature_step(policy_loss, log_pi)
+
+    def _temperature_step(self, policy_loss: torch.Tensor, log_pi: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Step α on J(α) after the actor's step (pytorch_sac_ae's order); the actor's and α's metrics."""
+        alpha_loss = temperature_loss(self.alpha, log_pi, self.target_entropy)
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_opt.step()
         return {
-            "actor_loss": actor_loss,
-            "alpha_loss": alpha_loss,
-            "alpha": self.alpha,
-            "entropy": -log_pi.mean(),
+            "actor_loss": policy_loss.detach(),
+            "alpha_loss": alpha_loss.detach(),
+            "alpha": self.alpha.detach(),
+            "entropy": -log_pi.mean().detach(),
         }
 
     def _auxiliary_losses(
@@ -540,32 +576,22 @@ class SACAgent:
         target_q = self._td_target(reward, next_obs, discount)
         with self.autocast():
             q1, q2 = self.critic(obs, action)
-        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        td_loss = critic_loss(q1, q2, target_q)
         self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        td_loss.backward()
         self.critic_opt.step()
-        return {"critic_loss": critic_loss.detach(), "q1": q1.mean().detach(), "target_q": target_q.mean()}
+        return critic_metrics(td_loss, q1, target_q)
 
     def _update_actor_and_alpha(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         with self.autocast():
             _, pi, log_pi = self.actor(obs)
             # The critic's conv maps are detached here too: the actor loss must not reach the encoder.
             actor_q1, actor_q2 = self.critic(obs, pi, detach_conv=True)
-        actor_loss = (self.alpha.detach() * log_pi - torch.min(actor_q1, actor_q2)).mean()
+        policy_loss = actor_loss(self.alpha, log_pi, actor_q1, actor_q2)
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        policy_loss.backward()
         self.actor_opt.step()
-        # Temperature loss (Haarnoja et al. 2018b, Eq. 18): push the entropy towards the target.
-        alpha_loss = (self.alpha * (-log_pi - self.target_entropy).detach()).mean()
-        self.alpha_opt.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_opt.step()
-        return {
-            "actor_loss": actor_loss.detach(),
-            "alpha_loss": alpha_loss.detach(),
-            "alpha": self.alpha.detach(),
-            "entropy": -log_pi.mean().detach(),
-        }
+        return self._temperature_step(policy_loss, log_pi)
 
     def _update_objectives(
         self, obs: torch.Tensor, target_obs: torch.Tensor | None, due: list[int]
