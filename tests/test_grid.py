@@ -109,11 +109,13 @@ def test_plan_falls_back_to_one_job_on_all_cores_then_to_fill(tmp_path: Path) ->
     assert [d.threads for d in plan(states, 9.0, 2, 1, estimate)] == [1]
 
 
-def test_jobs_unfinished_elsewhere_come_after_jobs_never_started(tmp_path: Path) -> None:
-    states = states_of(tmp_path, ["unfinished", "todo", "done", "todo"])
+def test_jobs_unfinished_elsewhere_keep_their_place_in_the_queue(tmp_path: Path) -> None:
+    # Restarting one costs a whole run, as does starting one never started: the queue's order decides.
+    states = states_of(tmp_path, ["todo", "unfinished", "done", "todo", "interrupted"])
     picked = plan(states, 9.0, cores=2, busy_threads=0, estimate=lambda job, t: 1.0)
+    assert [d.state.job.row.name for d in picked] == ["r4", "r0"]
+    picked = plan(states[1:4], 9.0, cores=2, busy_threads=0, estimate=lambda job, t: 1.0)
     assert [d.state.job.row.name for d in picked] == ["r1", "r3"]
-    assert [d.state.job.row.name for d in plan(states[:1] + states[2:3], 9.0, 2, 0, lambda job, t: 1.0)] == ["r0"]
 
 
 def test_interrupted_jobs_count_only_what_is_left(tmp_path: Path) -> None:

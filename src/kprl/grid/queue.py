@@ -97,17 +97,17 @@ HoursFn = Callable[[Job, int], float]
 
 def plan(states: list[JobState], hours_left: float, cores: int, busy_threads: int, estimate: HoursFn,
          fill: bool = False) -> list[Decision]:  # fmt: skip
-    """Which jobs to start now: interrupted ones first (to resume), then jobs never started in queue order, then
-    jobs harvested unfinished from another machine (they start over here).
+    """Which jobs to start now: interrupted ones first (to resume), then the queue in order (jobs never started,
+    and jobs harvested unfinished from another machine, which start over here).
 
     With at least two free cores: the first two jobs estimated to finish within ``hours_left`` side by side (half
     the free cores each). Else the first job that finishes within ``hours_left`` on all free cores. Else, with
     ``fill``, the first jobs anyway (as many as side by side allows), to keep the cores busy: their progress is
     harvested as unfinished and resumes on a machine that keeps the grid home. Returns the started decisions."""
     free = cores - busy_threads
-    # Resuming costs only what is left; a job whose unfinished run (and checkpoint) is on another machine must start
-    # over here, so jobs never started go before it.
-    candidates = [s for kind in ("interrupted", "todo", "unfinished") for s in states if s.state == kind]
+    # Resuming costs only what is left, so interrupted jobs go first. A job harvested unfinished from another machine
+    # starts over here: a whole run, like a job never started, so it keeps its place in the queue.
+    candidates = [s for s in states if s.state == "interrupted"] + [s for s in states if s.state in ("todo", "unfinished")]
     if free < 1 or not candidates:
         return []
 
