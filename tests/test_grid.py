@@ -18,7 +18,7 @@ from kprl.grid.code import code_id, pin_code, pinned_provenance
 from kprl.grid.commands import harvest_lines, run_what_fits, status_lines
 from kprl.grid.estimate import observed_hours, observed_hours_per_env_step
 from kprl.grid.harvest import harvest
-from kprl.grid.jobs import GridHome, Launch, is_alive, progress
+from kprl.grid.jobs import GridHome, Launch, is_alive, progress, with_threads
 from kprl.grid.queue import JobState, grid_states, plan
 from kprl.grid.spec import load_grid
 from kprl.runtime.checkpoint import checkpoint_steps
@@ -118,10 +118,25 @@ def test_jobs_unfinished_elsewhere_keep_their_place_in_the_queue(tmp_path: Path)
     assert [d.state.job.row.name for d in picked] == ["r1", "r3"]
 
 
-def test_interrupted_jobs_count_only_what_is_left(tmp_path: Path) -> None:
-    states = states_of(tmp_path, ["interrupted"])
-    states[0].env_step, states[0].env_steps = 75_000, 100_000
-    assert [d.hours for d in plan(states, 1.0, 1, 0, lambda job, t: 3.0)] == [0.75]
+def test_interrupted_jobs_count_only_what_is_left_after_their_checkpoint(tmp_path: Path) -> None:
+    states = states_of(tmp_path, ["interrupted", "unfinished"])
+    states[0].env_step, states[0].env_steps, states[0].resume_step = 78_000, 100_000, 75_000
+    assert [d.hours for d in plan(states[:1], 1.0, 1, 0, lambda job, t: 3.0)] == [0.75]
+    # Harvested unfinished from another machine: it starts over here, however far it got there.
+    states[1].env_step, states[1].env_steps = 60_000, 100_000
+    assert [d.hours for d in plan(states[1:], 9.0, 1, 0, lambda job, t: 3.0)] == [3.0]
+
+
+def test_plan_keeps_the_rounds_in_order_before_filling_both_cores(tmp_path: Path) -> None:
+    # r0 (this round) fits only alone on both cores; r1 and r2 (the next round) fit side by side. r0 goes first.
+    states = states_of(tmp_path, ["todo", "todo", "todo"])
+    one_thread, two_threads = {"r0": 2.7, "r1": 2.5, "r2": 2.5}, {"r0": 1.4, "r1": 1.3, "r2": 1.3}
+
+    def estimate(job, threads):
+        return (one_thread if threads == 1 else two_threads)[job.row.name]
+
+    assert [(d.state.job.row.name, d.threads) for d in plan(states, 2.6, 2, 0, estimate)] == [("r0", 2)]
+    assert [(d.state.job.row.name, d.threads) for d in plan(states, 2.8, 2, 0, estimate)] == [("r0", 1), ("r1", 1)]
 
 
 def test_pinned_code_is_a_copy_that_knows_its_commit(tmp_path: Path) -> None:
@@ -238,3 +253,10 @@ def test_cli_exports_pending_jobs_and_fails_in_one_line(tmp_path: Path, capsys: 
     assert err.startswith("kprl: error: no grid file") and err.count("\n") == 1
     assert main(["grid", "run", str(path), "--home", home, "--hours", "0"]) == 2
     assert "--hours must be > 0" in capsys.readouterr().err
+
+
+def test_a_resumed_job_takes_the_threads_this_machine_plans_for_it() -> None:
+    argv = ["train", "--agent", "sac_imm", "--threads", "1", "--seed", "1"]
+    assert with_threads(argv, 2) == ["train", "--agent", "sac_imm", "--threads", "2", "--seed", "1"]
+    assert argv[4] == "1"  # the launch record's command is not edited in place
+    assert with_threads(["train"], 2) == ["train", "--threads", "2"]

@@ -159,6 +159,15 @@ def progress(run_dir: Path) -> Progress:
     return Progress(last_env_step(run_dir), run_budget(run_dir), max(steps) if steps else None)
 
 
+def with_threads(argv: list[str], threads: int) -> list[str]:
+    """``argv`` with its ``--threads`` value set to ``threads`` (added if absent)."""
+    if "--threads" not in argv:
+        return [*argv, "--threads", str(threads)]
+    out = list(argv)
+    out[out.index("--threads") + 1] = str(threads)
+    return out
+
+
 def launch(
     job: Job, home: GridHome, pythonpath: Path, code: dict[str, Any], threads: int, machine: str,
     previous: Launch | None = None, python: str = sys.executable,
@@ -166,7 +175,8 @@ def launch(
     """Start ``job`` in the background (its own process session, so it outlives this command), or resume it with
     ``previous``'s command and code. Returns the launch record, already saved."""
     if previous is not None:
-        argv, pythonpath_text, code = previous.argv, previous.pythonpath, previous.code
+        # Same command and code; the thread count follows this machine's plan (a run may resume with other threads).
+        argv, pythonpath_text, code = with_threads(previous.argv, threads), previous.pythonpath, previous.code
     else:
         run_dir = home.run_dir(job.name)
         argv = ["train", *job.train_args(), "--run-dir", str(run_dir), "--threads", str(threads)]
@@ -183,7 +193,7 @@ def launch(
         )  # fmt: skip
     record = Launch(
         name=job.name, argv=argv, pythonpath=pythonpath_text, code=code, host=socket.gethostname(),
-        machine=machine, threads=int(argv[argv.index("--threads") + 1]) if "--threads" in argv else threads,
+        machine=machine, threads=threads,
         started=now, pid=process.pid, starts=[*(previous.starts if previous else []), f"{now} {socket.gethostname()}"],
     )  # fmt: skip
     record.save(home.record_path(job.name))

@@ -33,12 +33,15 @@ class JobState:
     env_steps: int | None = None
     machine: str = ""
     launch: Launch | None = None
+    resume_step: int = 0
+    """The env step a run of it here starts from: its newest checkpoint if interrupted here, else 0."""
 
     @property
     def fraction_left(self) -> float:
+        """The part of a whole run that starting it here costs."""
         if not self.env_steps:
             return 1.0
-        return max(0.0, 1.0 - self.env_step / self.env_steps)
+        return max(0.0, 1.0 - self.resume_step / self.env_steps)
 
 
 def harvested_status(grid: Grid, job: Job) -> dict | None:
@@ -64,7 +67,7 @@ def job_state(grid: Grid, home: GridHome, job: Job) -> JobState:
         return JobState(job, "done", int(harvested.get("last_env_step", 0)), harvested.get("env_steps"),
                         str(harvested.get("machine", "")))  # fmt: skip
     if run_dir.is_dir() and (run_dir / "config.json").is_file():
-        return JobState(job, "interrupted", here.env_step, here.env_steps, machine, launch)
+        return JobState(job, "interrupted", here.env_step, here.env_steps, machine, launch, here.checkpoint or 0)
     if harvested:
         return JobState(job, "unfinished", int(harvested.get("last_env_step", 0)), harvested.get("env_steps"),
                         str(harvested.get("machine", "")))  # fmt: skip
@@ -100,10 +103,11 @@ def plan(states: list[JobState], hours_left: float, cores: int, busy_threads: in
     """Which jobs to start now: interrupted ones first (to resume), then the queue in order (jobs never started,
     and jobs harvested unfinished from another machine, which start over here).
 
-    With at least two free cores: the first two jobs estimated to finish within ``hours_left`` side by side (half
-    the free cores each). Else the first job that finishes within ``hours_left`` on all free cores. Else, with
-    ``fill``, the first jobs anyway (as many as side by side allows), to keep the cores busy: their progress is
-    harvested as unfinished and resumes on a machine that keeps the grid home. Returns the started decisions."""
+    The queue's order comes first, so that each round of seeds is complete before the next starts: the first job
+    estimated to finish within ``hours_left`` is started, side by side with the next job that also fits there (half
+    the free cores each) if there is one, else alone on all free cores. Else, with ``fill``, the first jobs anyway (as
+    many as side by side allows), to keep the cores busy: their progress is harvested as unfinished and resumes on a
+    machine that keeps the grid home. Returns the started decisions."""
     free = cores - busy_threads
     # Resuming costs only what is left, so interrupted jobs go first. A job harvested unfinished from another machine
     # starts over here: a whole run, like a job never started, so it keeps its place in the queue.
@@ -111,28 +115,23 @@ def plan(states: list[JobState], hours_left: float, cores: int, busy_threads: in
     if free < 1 or not candidates:
         return []
 
-    def decide(s: JobState, threads: int, fits: bool) -> Decision:
+    def decide(s: JobState, threads: int, within: bool) -> Decision:
         hours = estimate(s.job, threads) * s.fraction_left
         verb = "resume" if s.state == "interrupted" else "start"
-        note = "" if fits else f", past the {hours_left:.2f} h left (--fill)"
+        note = "" if within else f", past the {hours_left:.2f} h left (--fill)"
         return Decision(s, threads, hours, f"{verb}: about {hours:.2f} h at {threads} threads{note}")
 
-    def fitting(threads: int, wanted: int) -> list[JobState]:
-        chosen: list[JobState] = []
-        for s in candidates:
-            if estimate(s.job, threads) * s.fraction_left <= hours_left:
-                chosen.append(s)
-                if len(chosen) == wanted:
-                    break
-        return chosen
+    def fits(s: JobState, threads: int) -> bool:
+        return estimate(s.job, threads) * s.fraction_left <= hours_left
 
-    if free >= 2:
-        pair = fitting(free // 2, 2)
-        if len(pair) == 2:
-            return [decide(s, free // 2, True) for s in pair]
-    single = fitting(free, 1)
-    if single:
-        return [decide(single[0], free, True)]
+    half = free // 2
+    for i, first in enumerate(candidates):
+        if half >= 1 and fits(first, half):
+            partner = next((s for s in candidates[i + 1 :] if fits(s, half)), None)
+            if partner is not None:
+                return [decide(first, half, True), decide(partner, half, True)]
+        if fits(first, free):
+            return [decide(first, free, True)]
     if fill:
         slots = 2 if free >= 2 else 1
         return [decide(s, free // slots, False) for s in candidates[:slots]]
