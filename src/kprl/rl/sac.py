@@ -6,15 +6,10 @@ temperature every ``actor_update_every`` updates (on detached conv features), ta
 auxiliary objectives (reconstruction, ...) on a fresh encoding of the observation. ``update`` returns metrics and
 never logs: the training loop does all I/O.
 
-SAC's losses (the soft TD target, J_Q, J_π, J(α)) are pure functions written once below; both update paths call
-them. Two update paths compute the same losses and gradients (docs/performance.md):
-
-* ``reference`` runs the encoder again for every loss, in pytorch_sac_ae's order;
-* ``fast`` encodes the observation once: the critic's TD loss, the auxiliary losses and (on detached maps) the
-  actor all read that one pass, and every gradient is taken before any optimiser steps. The steps then follow in the
-  reference order (critic, actor and temperature, target EMAs, auxiliary). What differs: the actor's features and
-  the auxiliary gradients are those of the encoder before this update's critic step, where the reference re-encodes
-  after it; with all learning rates at zero both paths agree (tests/test_fast_update.py).
+SAC's losses (the soft TD target, J_Q, J_π, J(α)) are pure functions written once (:mod:`kprl.rl.losses`). Two
+update paths compute the same losses and gradients: ``reference`` (below) runs the encoder again for every loss, in
+pytorch_sac_ae's order; ``fast`` (:mod:`kprl.rl.fast_update`) encodes the observation once and takes every gradient
+before any optimiser steps.
 
 Every loss has an Adam optimiser of its own over exactly what it trains, at its own learning rate: the TD loss
 (``critic_lr``: Q networks, and the conv trunk and critic heads unless ``rl_trains_encoder`` is off), the actor loss
@@ -40,6 +35,9 @@ from torch import nn
 from kprl.config import EncoderConfig, SACConfig
 from kprl.nets.encoder import ConvTrunk, Encoded, Encoder, weight_init
 from kprl.rl.augment import Augmentation
+from kprl.rl.fast_update import channels_last_views, fast_update, to_channels_last
+from kprl.rl.losses import actor_loss, critic_loss, critic_metrics, soft_td_target, temperature_loss
+from kprl.rl.optim import adam, match_loaded_state, step_with, trainable_params
 from kprl.rl.replay import Batch
 from kprl.rl.representations import AuxiliaryObjective, AuxInputs, Representation
 from kprl.runtime.hardware import resolve_precision
@@ -145,74 +143,11 @@ class Critic(nn.Module):
         return self.q_values(self.encoder(obs, detach_conv=detach_conv).features, action)
 
 
-def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    """An optimiser's trainable parameters in a fixed order (all groups; frozen ones, e.g. a fixed pretrained
-    KeyNet, left out)."""
-    return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
-
-
-def _step(
-    optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grads: tuple[torch.Tensor | None, ...]
-) -> None:
-    """Step ``optimizer`` with explicitly computed gradients (params the loss did not reach get none and are skipped,
-    as after ``zero_grad(set_to_none=True)`` + ``backward``)."""
-    for p, g in zip(params, grads, strict=True):
-        # autograd.grad may return a contiguous gradient for a channels-last weight; Adam wants the param's layout.
-        p.grad = (
-            None if g is None else (g if g.stride() == p.stride() else g.contiguous(memory_format=_layout(p)))
-        )
-    optimizer.step()
-
-
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last)
-
-
-def _layout(p: torch.Tensor) -> torch.memory_format:
-    return (
-        torch.channels_last
-        if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
-        else (torch.contiguous_format)
-    )
-
-
 def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
     """Polyak averaging ``target <- tau * net + (1 - tau) * target``."""
     with torch.no_grad():
         for p, tp in zip(net.parameters(), target.parameters(), strict=True):
             tp.lerp_(p, tau)
-
-
-# ---------------------------------------------------------------------------------------------- SAC's losses
-# Written once, called by both update paths. Haarnoja et al. 2018a (SAC) and 2018b (learned temperature).
-
-
-def soft_td_target(
-    reward: torch.Tensor, discount: torch.Tensor, gamma: float, target_q1: torch.Tensor, target_q2: torch.Tensor,
-    alpha: torch.Tensor, next_log_pi: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
-    """Soft Bellman backup y = r + γ d (min(Q̄1, Q̄2)(s', a') − α log π(a'|s')), a' ~ π(s') (2018a, Eq. 3);
-    ``discount`` d is 0 only at true termination, so time-limit ends bootstrap."""
-    return reward + discount * gamma * (torch.min(target_q1, target_q2) - alpha.detach() * next_log_pi)
-
-
-def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
-    """J_Q of the twin critics: MSE(Q1, y) + MSE(Q2, y) (2018a, Eq. 5)."""
-    return F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-
-
-def actor_loss(alpha: torch.Tensor, log_pi: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
-    """J_π = E[α log π(a|s) − min(Q1, Q2)(s, a)], a ~ π(s) reparameterised (2018a, Eq. 7); α is a constant here."""
-    return (alpha.detach() * log_pi - torch.min(q1, q2)).mean()
-
-
-def temperature_loss(alpha: torch.Tensor, log_pi: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """J(α) = E[α (−log π(a|s) − H̄)]: pushes the policy's entropy towards H̄ (2018b, Eq. 18)."""
-    return (alpha * (-log_pi - target_entropy).detach()).mean()
-
-
-def critic_metrics(loss: torch.Tensor, q1: torch.Tensor, target_q: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"critic_loss": loss.detach(), "q1": q1.detach().mean(), "target_q": target_q.mean()}
 
 
 class SACAgent:
@@ -249,7 +184,9 @@ class SACAgent:
         if trunk is None:
             trunk = ConvTrunk(channels, side, encoder_cfg.num_conv_layers, encoder_cfg.num_filters)
         critic_encoder = Encoder(trunk, [r.head for r in representations])
-        self.critic = Critic(critic_encoder, action_dim, sac.hidden_dim, sac.rl_trains_encoder).to(self.device)
+        self.critic = Critic(critic_encoder, action_dim, sac.hidden_dim, sac.rl_trains_encoder).to(
+            self.device
+        )
         shared = frozenset(i for i, r in enumerate(representations) if r.share_with_actor)
         self.actor = Actor(
             critic_encoder.tied_copy(shared),
@@ -269,10 +206,7 @@ class SACAgent:
         self.target_offset: int | None = offsets.pop() if offsets else None
         """Steps to the target observation the objectives need; the training loop samples batches with it."""
         if self.fast:
-            # oneDNN's bf16 convolutions (and transposed convolutions above all) run several times faster on NHWC
-            # tensors; conv weights in channels-last make their outputs channels-last too.
-            for module in (self.critic, self.actor, self.critic_target, *self.objectives):
-                module.to(memory_format=torch.channels_last)
+            to_channels_last((self.critic, self.actor, self.critic_target, *self.objectives))
         self.log_alpha = torch.tensor(math.log(sac.init_temperature), device=self.device, requires_grad=True)
         self.target_entropy = -float(action_dim) if sac.target_entropy is None else sac.target_entropy
 
@@ -280,12 +214,11 @@ class SACAgent:
         # The actor never updates the shared conv layers (its conv maps are detached) nor the heads it shares
         # with the critic, so its optimiser holds only its own heads and MLP.
         actor_params = [p for p in self.actor.parameters() if id(p) not in critic_encoder_ids]
-        adam = self._adam
-        self.actor_opt = adam(actor_params, lr=sac.actor_lr, betas=(sac.actor_beta, 0.999))
+        self.actor_opt = self._adam(actor_params, lr=sac.actor_lr, betas=(sac.actor_beta, 0.999))
         q_networks = [*self.critic.q1.parameters(), *self.critic.q2.parameters()]
         td_trained = list(self.critic.parameters()) if sac.rl_trains_encoder else q_networks
-        self.critic_opt = adam(td_trained, lr=sac.critic_lr, betas=(sac.critic_beta, 0.999))
-        self.alpha_opt = adam([self.log_alpha], lr=sac.alpha_lr, betas=(sac.alpha_beta, 0.999))
+        self.critic_opt = self._adam(td_trained, lr=sac.critic_lr, betas=(sac.critic_beta, 0.999))
+        self.alpha_opt = self._adam([self.log_alpha], lr=sac.alpha_lr, betas=(sac.alpha_beta, 0.999))
         # As pytorch_sac_ae, an auxiliary loss steps the critic's encoder with an optimiser apart from the critic's.
         self.objective_opts = [self._objective_optimizer(o) for o in self.objectives]
         self.train(True)
@@ -302,8 +235,8 @@ class SACAgent:
         return self._adam(groups, lr=objective.lr)
 
     def _adam(self, params: Any, **kwargs: Any) -> torch.optim.Adam:
-        """Adam; on the fast path its fused kernel (one pass over all tensors: 3x faster on this project's CPU)."""
-        return torch.optim.Adam(params, fused=self.fused_adam or None, **kwargs)
+        """Adam; on the fast path its fused kernel (one pass over all tensors)."""
+        return adam(params, self.fused_adam, **kwargs)
 
     # ----------------------------------------------------------------------------------------------- helpers
     @property
@@ -407,15 +340,11 @@ class SACAgent:
         next_obs = self.augmentation.train(batch.next_obs, generator)
         if target_is_next:
             target_obs = next_obs
-        if self.fast:
-            # NHWC pixels from the start: a 9-channel NCHW batch would be transposed inside every convolution and
-            # in each loss against a channels-last output (measured: the mixed-layout reconstruction MSE alone took
-            # longer than a conv layer).
-            obs, next_obs = _channels_last(obs), _channels_last(next_obs)
-            if target_obs is not None:
-                target_obs = next_obs if target_is_next else _channels_last(target_obs)
         views = batch._replace(obs=obs, next_obs=next_obs, target_obs=target_obs)  # what the networks see
-        metrics = self._update_fast(views, step) if self.fast else self._update_reference(views, step)
+        if self.fast:
+            metrics = fast_update(self, channels_last_views(views, target_is_next), step)
+        else:
+            metrics = self._update_reference(views, step)
         # One device sync for all metrics instead of one per scalar.
         values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
         return {f"train/{k}": v for k, v in zip(metrics, values, strict=True)}
@@ -428,69 +357,50 @@ class SACAgent:
         if step % self.cfg.actor_update_every == 0:
             metrics.update(self._update_actor_and_alpha(obs))
         if step % self.cfg.critic_target_update_every == 0:
-            self._update_targets()
+            self.update_targets()
         due = [i for i, o in enumerate(self.objectives) if step % o.update_every == 0]
         if due:
             metrics.update(self._update_objectives(obs, target_obs, due))
         return metrics
 
-    def _update_fast(self, views: Batch, step: int) -> dict[str, torch.Tensor]:
-        """The same losses as :meth:`_update_reference` from one encoder pass on ``obs`` (module docstring).
-
-        Random draws happen in the reference order (next action, policy sample, auxiliary noise), so with equal
-        parameters and seeds both paths see the same numbers."""
-        obs, action, reward, discount, next_obs, target_obs = views
-        metrics: dict[str, torch.Tensor] = {}
-        actor_due = step % self.cfg.actor_update_every == 0
-        due = [i for i, o in enumerate(self.objectives) if step % o.update_every == 0]
-        next_maps = None
-        if target_obs is next_obs and any(self.objectives[i].target_offset is not None for i in due):
-            # The IMM target is next_obs: one online trunk pass (with gradient, for the IMM loss) also gives the
-            # policy's next action in the TD target (detached).
-            with self.autocast():
-                next_maps = self.critic.encoder.trunk(next_obs)
-        target_q = self._td_target(reward, next_obs, discount, next_maps)
+    def _update_critic(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        next_obs: torch.Tensor,
+        discount: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        target_q = self.td_target(reward, next_obs, discount)
         with self.autocast():
-            encoded = self.critic.encoder(obs)
-            q1, q2 = self.critic.q_values(encoded.features, action)
-            if actor_due:
-                # The actor's own heads on the critic's conv maps, detached: the actor never trains the conv.
-                _, pi, log_pi = self.actor.from_maps(encoded.maps.detach())
+            q1, q2 = self.critic(obs, action)
         td_loss = critic_loss(q1, q2, target_q)
-        metrics.update(critic_metrics(td_loss, q1, target_q))
-        losses: dict[int, torch.Tensor] = {}
-        if due:
-            losses, parts = self._auxiliary_losses(obs, encoded, target_obs, due, next_maps)
-            metrics.update(parts)
-        # Every gradient at the parameters this update started from, before any optimiser changes them in place.
-        # The reconstruction reads the critic's encoding of obs, so the critic's graph is kept for it (IMM reads only
-        # the target's maps and its own GenNet trunk).
-        critic_params = _params(self.critic_opt)
-        shares_graph = any(self.objectives[i].needs_encoding for i in losses)
-        critic_grads = torch.autograd.grad(td_loss, critic_params, retain_graph=shares_graph, allow_unused=True)
-        aux_steps = self._objective_gradients(losses)
-        _step(self.critic_opt, critic_params, critic_grads)
-        if actor_due:
-            metrics.update(self._actor_and_alpha_step(encoded.features.detach(), pi, log_pi))
-        if step % self.cfg.critic_target_update_every == 0:
-            self._update_targets()
-        for opt, params, grads in aux_steps:
-            _step(opt, params, grads)
+        self.critic_opt.zero_grad(set_to_none=True)
+        td_loss.backward()
+        self.critic_opt.step()
+        return critic_metrics(td_loss, q1, target_q)
+
+    def _update_actor_and_alpha(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            _, pi, log_pi = self.actor(obs)
+            # The critic's conv maps are detached here too: the actor loss must not reach the encoder.
+            actor_q1, actor_q2 = self.critic(obs, pi, detach_conv=True)
+        policy_loss = actor_loss(self.alpha, log_pi, actor_q1, actor_q2)
+        self.actor_opt.zero_grad(set_to_none=True)
+        policy_loss.backward()
+        self.actor_opt.step()
+        return self.temperature_step(policy_loss, log_pi)
+
+    def _update_objectives(
+        self, obs: torch.Tensor, target_obs: torch.Tensor | None, due: list[int]
+    ) -> dict[str, torch.Tensor]:
+        losses, metrics = self.auxiliary_losses(obs, None, target_obs, due)
+        for opt, params, grads in self.objective_gradients(losses):
+            step_with(opt, params, grads)
         return metrics
 
-    def _objective_gradients(
-        self, losses: dict[int, torch.Tensor]
-    ) -> list[tuple[torch.optim.Optimizer, list[torch.Tensor], tuple[torch.Tensor | None, ...]]]:
-        """Each auxiliary loss's gradient on what its optimiser trains, at the current parameters, taken apart: two
-        losses that reach the conv trunk step it with their own Adam at their own learning rate."""
-        steps = []
-        for n, (i, loss) in enumerate(losses.items()):
-            params = _params(self.objective_opts[i])
-            grads = torch.autograd.grad(loss, params, retain_graph=n < len(losses) - 1, allow_unused=True)
-            steps.append((self.objective_opts[i], params, grads))
-        return steps
-
-    def _td_target(
+    # ------------------------------------------------------------------------ parts both update paths share
+    def td_target(
         self,
         reward: torch.Tensor,
         next_obs: torch.Tensor,
@@ -506,20 +416,11 @@ class SACAgent:
             else:
                 _, next_action, next_log_pi = self.actor.from_maps(next_maps.detach())
             target_q1, target_q2 = self.critic_target(next_obs, next_action)
-            return soft_td_target(reward, discount, self.cfg.discount, target_q1, target_q2, self.alpha, next_log_pi)
+            return soft_td_target(
+                reward, discount, self.cfg.discount, target_q1, target_q2, self.alpha, next_log_pi
+            )
 
-    def _actor_and_alpha_step(
-        self, critic_features: torch.Tensor, pi: torch.Tensor, log_pi: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """Actor and temperature steps from a policy sample ``pi`` (with its graph) and detached critic features;
-        Q is read with the critic's current (just stepped) MLPs, as the reference does."""
-        actor_q1, actor_q2 = self.critic.q_values(critic_features, pi)
-        policy_loss = actor_loss(self.alpha, log_pi, actor_q1, actor_q2)
-        actor_params = _params(self.actor_opt)
-        _step(self.actor_opt, actor_params, torch.autograd.grad(policy_loss, actor_params, allow_unused=True))
-        return self._temperature_step(policy_loss, log_pi)
-
-    def _temperature_step(self, policy_loss: torch.Tensor, log_pi: torch.Tensor) -> dict[str, torch.Tensor]:
+    def temperature_step(self, policy_loss: torch.Tensor, log_pi: torch.Tensor) -> dict[str, torch.Tensor]:
         """Step α on J(α) after the actor's step (pytorch_sac_ae's order); the actor's and α's metrics."""
         alpha_loss = temperature_loss(self.alpha, log_pi, self.target_entropy)
         self.alpha_opt.zero_grad(set_to_none=True)
@@ -532,7 +433,7 @@ class SACAgent:
             "entropy": -log_pi.mean().detach(),
         }
 
-    def _auxiliary_losses(
+    def auxiliary_losses(
         self,
         obs: torch.Tensor,
         encoded: Encoded | None,
@@ -560,46 +461,22 @@ class SACAgent:
         metrics["aux_loss"] = torch.stack(list(losses.values())).sum().detach()
         return losses, metrics
 
-    def _update_targets(self) -> None:
+    def objective_gradients(
+        self, losses: dict[int, torch.Tensor]
+    ) -> list[tuple[torch.optim.Optimizer, list[torch.Tensor], tuple[torch.Tensor | None, ...]]]:
+        """Each auxiliary loss's gradient on what its optimiser trains, at the current parameters, taken apart: two
+        losses that reach the conv trunk step it with their own Adam at their own learning rate."""
+        steps = []
+        for n, (i, loss) in enumerate(losses.items()):
+            params = trainable_params(self.objective_opts[i])
+            grads = torch.autograd.grad(loss, params, retain_graph=n < len(losses) - 1, allow_unused=True)
+            steps.append((self.objective_opts[i], params, grads))
+        return steps
+
+    def update_targets(self) -> None:
         soft_update(self.critic.q1, self.critic_target.q1, self.cfg.critic_tau)
         soft_update(self.critic.q2, self.critic_target.q2, self.cfg.critic_tau)
         soft_update(self.critic.encoder, self.critic_target.encoder, self.encoder_cfg.encoder_tau)
-
-    def _update_critic(
-        self,
-        obs: torch.Tensor,
-        action: torch.Tensor,
-        reward: torch.Tensor,
-        next_obs: torch.Tensor,
-        discount: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        target_q = self._td_target(reward, next_obs, discount)
-        with self.autocast():
-            q1, q2 = self.critic(obs, action)
-        td_loss = critic_loss(q1, q2, target_q)
-        self.critic_opt.zero_grad(set_to_none=True)
-        td_loss.backward()
-        self.critic_opt.step()
-        return critic_metrics(td_loss, q1, target_q)
-
-    def _update_actor_and_alpha(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
-        with self.autocast():
-            _, pi, log_pi = self.actor(obs)
-            # The critic's conv maps are detached here too: the actor loss must not reach the encoder.
-            actor_q1, actor_q2 = self.critic(obs, pi, detach_conv=True)
-        policy_loss = actor_loss(self.alpha, log_pi, actor_q1, actor_q2)
-        self.actor_opt.zero_grad(set_to_none=True)
-        policy_loss.backward()
-        self.actor_opt.step()
-        return self._temperature_step(policy_loss, log_pi)
-
-    def _update_objectives(
-        self, obs: torch.Tensor, target_obs: torch.Tensor | None, due: list[int]
-    ) -> dict[str, torch.Tensor]:
-        losses, metrics = self._auxiliary_losses(obs, None, target_obs, due)
-        for opt, params, grads in self._objective_gradients(losses):
-            _step(opt, params, grads)
-        return metrics
 
     # ------------------------------------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, Any]:
@@ -619,13 +496,6 @@ class SACAgent:
             module.load_state_dict(state[name])
         for name, opt in self.optimizers().items():
             opt.load_state_dict(state[name])
-            # Optimizer.load_state_dict takes `fused` from the file and keeps the moments' memory layout: a state
-            # saved by the other update path would otherwise run the wrong Adam kernel on mismatched layouts.
-            for group in opt.param_groups:
-                group["fused"] = self.fused_adam or None
-                for p in group["params"]:
-                    for key, value in opt.state.get(p, {}).items():
-                        if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
-                            opt.state[p][key] = value.contiguous(memory_format=_layout(p))
+            match_loaded_state(opt, self.fused_adam)
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
