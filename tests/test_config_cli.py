@@ -12,6 +12,7 @@ import pytest
 
 from kprl import config as C
 from kprl.cli import main
+from kprl.cli_args import parse
 from kprl.errors import ConfigError
 
 
@@ -83,6 +84,8 @@ def test_out_of_range_values_are_rejected(mutate, message: str) -> None:  # type
     [
         (["train", "--agent", "nope"], "invalid choice 'nope'"),
         (["train", "--bogus", "3"], "Unrecognized options"),
+        (["train", "--seed", "x"], "--seed"),
+        (["train", "--video", "maybe"], "maybe"),
         (["train", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["train", "--env-steps", "4000"], "must exceed the seed phase (8000 env steps"),
         (["train", "--task", "foo_bar"], "unknown DeepMind Control task 'foo_bar'"),
@@ -103,7 +106,26 @@ def test_cli_bad_input_is_one_line_and_exit_2(
     assert code == 2
     assert err.startswith("kprl: error:") and needle in err, err
     assert len(err.splitlines()) == 1
+    assert not set(err) & {chr(c) for c in range(0x2500, 0x2580)} and "\x1b" not in err and "----" not in err, err
     assert not (tmp_path / "run").exists(), "a rejected command must not create its run dir"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], (False, True, True, False)),
+        (["--wandb", "--no-video", "--no-rl-trains-encoder", "--per-frame"], (True, False, False, True)),
+        # The spelled-out form of earlier versions, as grid files and scripts wrote it.
+        (["--wandb", "True", "--video", "False", "--rl-trains-encoder=false", "--per-frame", "true"],
+         (True, False, False, True)),
+        (["--video", "False", "--video", "True", "--per-frame=False"], (False, True, True, False)),
+    ],
+)  # fmt: skip
+def test_boolean_options_are_flags_and_the_spelled_out_form_still_parses(
+    args: list[str], expected: tuple[bool, ...]
+) -> None:
+    cfg = parse(C.TrainConfig, args, "kprl train")
+    assert (cfg.wandb, cfg.video, cfg.sac.rl_trains_encoder, cfg.keypoint.per_frame) == expected
 
 
 def test_console_script_help_and_doctor() -> None:

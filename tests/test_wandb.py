@@ -1,4 +1,4 @@
-"""Weights & Biases logging (--wandb True), offline: no network, no account."""
+"""Weights & Biases logging (--wandb), offline: no network, no account."""
 
 from __future__ import annotations
 

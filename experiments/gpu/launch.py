@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-RESERVED = ("--run-dir", "--device", "--threads", "--video")
+RESERVED = ("--run-dir", "--device", "--threads", "--video", "--no-video")
 LOGS = ("config.json", "eval.csv", "train.csv", "runtime.jsonl")
 TAR_LIMIT_BYTES = 15 * 2**20  # a file back from $OUT may hold 16 MiB
 GPU_SAMPLE_EVERY_S = 30.0
@@ -92,8 +92,8 @@ def threads_per_job(n_jobs: int, parallel: int, cpus: int) -> int:
 
 def train_command(python: str, job: Job, *, device: str, threads: int, video: bool, run_dir: Path) -> list[str]:
     """The `kprl train` command line of ``job``."""
-    return [python, "-m", "kprl", "train", *job.argv, "--device", device, "--threads", str(threads), "--video",
-            str(video), "--run-dir", str(run_dir)]  # fmt: skip
+    return [python, "-m", "kprl", "train", *job.argv, "--device", device, "--threads", str(threads),
+            "--video" if video else "--no-video", "--run-dir", str(run_dir)]  # fmt: skip
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

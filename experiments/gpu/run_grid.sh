@@ -87,7 +87,7 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
   # shellcheck disable=SC2086
   step train timeout 300 "$PY" -m kprl train --agent sac_ae_imm \
     --augmentation crop --task cartpole_swingup --env-steps 1600 --seed-steps 800 --eval-every 1600 \
-    --eval-episodes 1 --checkpoint-every 1600 --video False --device "$DEVICE" --run-dir "$run" ${KPRL_SMOKE_ARGS:-}
+    --eval-episodes 1 --checkpoint-every 1600 --no-video --device "$DEVICE" --run-dir "$run" ${KPRL_SMOKE_ARGS:-}
   step train.csv "$PY" - "$run" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1] + "/train.csv")))

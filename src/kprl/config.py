@@ -297,7 +297,7 @@ class TrainConfig:
     """Also log every train/eval row to Weights & Biases (pip install 'kprl[wandb]'; WANDB_MODE=offline works
     without network). CSV and TensorBoard are always written."""
     wandb_project: str = "kprl"
-    """W&B project of the run (with --wandb True)."""
+    """W&B project of the run (with --wandb)."""
     log_every: int = 1000
     """Print a console progress line every this many environment steps (train.csv gets a row every episode)."""
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -495,7 +495,7 @@ def validate(cfg: TrainConfig) -> None:
     )
     _check(
         cfg.keypoint.pretrained_imm is None or cfg.keypoint.per_frame,
-        "--pretrained-imm needs --per-frame True",
+        "--pretrained-imm needs --per-frame",
     )
     _check(not cfg.keypoint.freeze_keynet or cfg.keypoint.pretrained_imm is not None,
            "--freeze-keynet needs --pretrained-imm")  # fmt: skip

@@ -362,7 +362,7 @@ def _check_output(path: Path, suffixes: tuple[str, ...], option: str, overwrite:
     if path.is_dir():
         raise ConfigError(f"{option} {path} is a folder")
     if path.exists() and not overwrite:
-        raise ConfigError(f"{path} exists; pass --overwrite True to replace it")
+        raise ConfigError(f"{path} exists; pass --overwrite to replace it")
 
 
 def keypoints_command(

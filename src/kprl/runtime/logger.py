@@ -73,7 +73,7 @@ def _fmt(value: Any) -> str:
 
 
 class WandbSink:
-    """Weights & Biases as one more place rows go (optional: ``pip install 'kprl[wandb]'``, ``--wandb True``).
+    """Weights & Biases as one more place rows go (optional: ``pip install 'kprl[wandb]'``, ``--wandb``).
 
     The W&B run id is kept in ``RUN_DIR/wandb_id``, so a resumed kprl run continues the same W&B run; its files go
     to ``RUN_DIR/wandb/``. ``WANDB_MODE=offline`` (no network) and the other WANDB_* variables work as usual. W&B
@@ -81,11 +81,11 @@ class WandbSink:
     the killed attempt had already sent (the CSV files are the exact record)."""
 
     def __init__(self, run_dir: Path, project: str, config: dict[str, Any], name: str | None = None) -> None:
-        try:  # W&B is optional (kprl[wandb]): imported only when --wandb True
+        try:  # W&B is optional (kprl[wandb]): imported only when --wandb
             import wandb
         except ImportError as exc:
 
-            raise ConfigError("--wandb True needs Weights & Biases: pip install 'kprl[wandb]'") from exc
+            raise ConfigError("--wandb needs Weights & Biases: pip install 'kprl[wandb]'") from exc
         id_file = Path(run_dir) / "wandb_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
         if not id_file.is_file():
