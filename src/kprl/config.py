@@ -39,6 +39,18 @@ PUBLISHED_CURVES = Path(__file__).parent / "reference_results"
 CROP_MARGIN = 16
 
 
+
+# What kind of option a field is, carried by the field itself. ``EXECUTION``: how a run executes or is logged, not
+# which method it is (left out of the report's variant labels). ``RESUMABLE``: an execution option a resumed run
+# may change (more env steps, another device); every other option must match the stored config to resume.
+EXECUTION = {"execution": True}
+RESUMABLE = {"execution": True, "resumable": True}
+
+
+def options_marked(cls: type, key: str) -> frozenset[str]:
+    """Names of ``cls``'s top-level fields whose metadata sets ``key`` (``execution`` or ``resumable``)."""
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get(key))
+
 @dataclass
 class EnvConfig:
     """The dm_control task and how it is turned into pixel observations."""
@@ -168,11 +180,11 @@ class IMMTrainConfig:
 
     data: Path = Path("data/cartpole")
     """Dataset directory (``kprl collect --out``)."""
-    run_dir: Path = Path("runs/imm")
+    run_dir: Path = field(default=Path("runs/imm"), metadata=RESUMABLE)
     """Directory for config, logs, checkpoints and figures. Rerunning with the same directory resumes."""
     seed: int = 1
     """Seed of initialisation, pair sampling and augmentation."""
-    steps: int = 4000
+    steps: int = field(default=4000, metadata=RESUMABLE)
     """Gradient updates to train for."""
     batch_size: int = 32
     """Source/target pairs per update."""
@@ -192,13 +204,13 @@ class IMMTrainConfig:
     """Measure validation loss (and landmark error) every this many updates."""
     checkpoint_every: int = 500
     """Write a resumable checkpoint every this many updates."""
-    log_every: int = 50
+    log_every: int = field(default=50, metadata=RESUMABLE)
     """Write a train.csv row every this many updates."""
     precision: Precision = "auto"
     """auto (bf16 where the CPU or GPU computes it natively, else fp32), fp32, or bf16 autocast."""
-    device: str = "cpu"
+    device: str = field(default="cpu", metadata=RESUMABLE)
     """Torch device: cpu, cuda, cuda:1, ..."""
-    threads: int | None = None
+    threads: int | None = field(default=None, metadata=RESUMABLE)
     """Torch intra-op threads; None leaves torch's default."""
     model: IMMConfig = field(default_factory=IMMConfig)
 
@@ -248,11 +260,11 @@ class TrainConfig:
     agent: AgentName = "sac_ae"
     """Agent: sac_ae (SAC+AE, Yarats et al. 2019); sac_ae_imm (the poster: SAC+AE whose features are the latent
     and IMM keypoints found on the shared encoder's maps); sac_imm (the poster: keypoints only, no decoder)."""
-    run_dir: Path = Path("runs/default")
+    run_dir: Path = field(default=Path("runs/default"), metadata=RESUMABLE)
     """Directory for config, logs, checkpoints and videos. Rerunning with the same directory resumes."""
-    seed: int = 1
+    seed: int = field(default=1, metadata=EXECUTION)
     """Seed of environment, networks and sampling."""
-    env_steps: int = 100_000
+    env_steps: int = field(default=100_000, metadata=RESUMABLE)
     """Total environment steps (including action repeat) to train for."""
     seed_steps: int | None = None
     """Environment steps of uniformly random actions before the agent acts and updates; None means 1000 agent
@@ -266,39 +278,39 @@ class TrainConfig:
     augmentation: AugmentationName = "none"
     """Image augmentation of sampled observations: none (SAC+AE), crop (render +16 px, random crop back; CURL and
     the poster), shift (pad 4, random crop back; DrQ)."""
-    precision: Precision = "auto"
+    precision: Precision = field(default="auto", metadata=EXECUTION)
     """Arithmetic of network forward passes: auto (bf16 where the CPU or GPU computes it natively, e.g. AVX512-BF16,
     AMX or an Ampere+ GPU; fp32 elsewhere), fp32 (the reference), or bf16 autocast for the convolutional networks
     and the latent head's linear layer (the Q and policy MLPs, log-probabilities, TD target and temperature stay
     fp32; pixel losses are computed in bf16, see docs/performance.md)."""
-    update_path: UpdatePath = "fast"
+    update_path: UpdatePath = field(default="fast", metadata=EXECUTION)
     """fast: one encoder pass on the observation shared by the critic, the auxiliary losses and (detached) the actor,
     channels-last convolutions, fused Adam (docs/performance.md); reference: pytorch_sac_ae's update structure, the
     encoder run again for every loss. Both compute the same losses and gradients at the same parameters."""
-    eval_every: int = 10_000
+    eval_every: int = field(default=10_000, metadata=EXECUTION)
     """Evaluate every this many environment steps (and at the start and the end)."""
-    eval_episodes: int = 10
+    eval_episodes: int = field(default=10, metadata=EXECUTION)
     """Episodes per evaluation (deterministic policy: the mean action)."""
-    checkpoint_every: int = 10_000
+    checkpoint_every: int = field(default=10_000, metadata=EXECUTION)
     """Write a resumable checkpoint (with the replay buffer) every this many environment steps."""
-    keep_checkpoints: int = 1
+    keep_checkpoints: int = field(default=1, metadata=RESUMABLE)
     """How many of the newest checkpoints to keep. Each holds the networks, target networks and optimiser moments
     (~145 MB for sac_ae) and the replay buffer (~21 KB per stored 84 px frame, 30 KB at 100 px: ~265 / 375 MB at
     100k env steps with action repeat 8)."""
-    video: bool = True
+    video: bool = field(default=True, metadata=RESUMABLE)
     """Record the first episode of every evaluation as an mp4."""
-    video_size: int = 256
+    video_size: int = field(default=256, metadata=EXECUTION)
     """Side in pixels of evaluation videos."""
-    device: str = "cpu"
+    device: str = field(default="cpu", metadata=RESUMABLE)
     """Torch device: cpu, cuda, cuda:1, ..."""
-    threads: int | None = None
+    threads: int | None = field(default=None, metadata=RESUMABLE)
     """Torch intra-op threads; None leaves torch's default (all cores)."""
-    wandb: bool = False
+    wandb: bool = field(default=False, metadata=RESUMABLE)
     """Also log every train/eval row to Weights & Biases (pip install 'kprl[wandb]'; WANDB_MODE=offline works
     without network). CSV and TensorBoard are always written."""
-    wandb_project: str = "kprl"
+    wandb_project: str = field(default="kprl", metadata=RESUMABLE)
     """W&B project of the run (with --wandb)."""
-    log_every: int = 1000
+    log_every: int = field(default=1000, metadata=RESUMABLE)
     """Print a console progress line every this many environment steps (train.csv gets a row every episode)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     sac: SACConfig = field(default_factory=SACConfig)
@@ -307,12 +319,8 @@ class TrainConfig:
     keypoint: KeypointAgentConfig = field(default_factory=KeypointAgentConfig)
 
 
-# Options that may differ between the stored config of a run and the command that resumes it: they change how
-# (or how long) the run executes, not what it computes.
-RESUMABLE_FIELDS = frozenset(
-    {"device", "threads", "env_steps", "steps", "video", "log_every", "run_dir", "wandb", "wandb_project",
-     "keep_checkpoints"}
-)
+RESUMABLE_FIELDS = options_marked(TrainConfig, "resumable") | options_marked(IMMTrainConfig, "resumable")
+"""Options that may differ between the stored config of a run and the command that resumes it."""
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:

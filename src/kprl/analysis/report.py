@@ -99,11 +99,8 @@ KEYPOINT_COLUMNS = ("train/keypoint_separation", "train/keypoint_batch_std")
 FINAL_WINDOW = 0.1
 ONE_SEED = "one seed: preliminary"
 UNKNOWN = "unknown"
-# Options that say *how* a run executed or was logged, not which method it is: left out of variant labels.
-NOT_METHOD = frozenset(
-    {"run_dir", "seed", "env_steps", "device", "threads", "precision", "update_path", "eval_every", "eval_episodes",
-     "checkpoint_every", "keep_checkpoints", "video", "video_size", "log_every", "wandb", "wandb_project"}  # fmt: skip
-)
+NOT_METHOD = C.options_marked(C.TrainConfig, "execution")
+"""Options that say *how* a run executed or was logged, not which method it is: left out of variant labels."""
 # Options each agent never reads, by dotted name: left out of its variant labels so that runs differing only there
 # form one condition. Every other method option labels runs, so an option missing here splits conditions (safe)
 # rather than pooling different experiments; tests/test_report.py checks that changing the options listed leaves
