@@ -68,7 +68,7 @@ def test_full_update_moves_every_trained_part_and_is_finite(agent: SACAgent) -> 
     assert any(k.startswith("encoder.heads") for k in critic_changed)
     assert any(k.startswith("q1") for k in critic_changed) and any(k.startswith("q2") for k in critic_changed)
     actor_changed = changed(before["actor"], agent.actor)
-    assert any(k.startswith("trunk") for k in actor_changed)
+    assert any(k.startswith("mlp") for k in actor_changed)
     assert any(k.startswith("encoder.heads") for k in actor_changed)
     assert changed(before["objective0_ae"], agent.objectives[0])  # decoder trained
     assert changed(before["critic_target"], agent.critic_target)  # EMA moved the targets
@@ -87,19 +87,19 @@ def test_actor_loss_never_reaches_the_encoder_or_critic(agent: SACAgent) -> None
 
 def test_reconstruction_update_moves_encoder_and_decoder_only(agent: SACAgent) -> None:
     critic_before = snapshot(agent.critic)
-    actor_heads_before = snapshot(agent.actor.trunk)
+    actor_heads_before = snapshot(agent.actor.mlp)
     agent._update_objectives(random_batch().obs, None, [0])
     moved = changed(critic_before, agent.critic)
     assert moved and all(k.startswith("encoder.") for k in moved), moved
-    assert not changed(actor_heads_before, agent.actor.trunk)
+    assert not changed(actor_heads_before, agent.actor.mlp)
 
 
 def test_odd_steps_skip_actor_and_target_updates(agent: SACAgent) -> None:
-    actor_before = snapshot(agent.actor.trunk)
+    actor_before = snapshot(agent.actor.mlp)
     target_before = snapshot(agent.critic_target)
     metrics = agent.update(random_batch(), step=1)
     assert "train/actor_loss" not in metrics
-    assert not changed(actor_before, agent.actor.trunk)
+    assert not changed(actor_before, agent.actor.mlp)
     assert not changed(target_before, agent.critic_target)
 
 

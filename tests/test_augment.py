@@ -149,19 +149,19 @@ def test_augmentation_kinds() -> None:
     x = torch.randint(0, 256, (4, 9, 100, 100), dtype=torch.uint8)
     crop = Augmentation("crop", 84)
     assert crop.out_size == 84
-    assert crop.train(x, gen(0)).shape == (4, 9, 84, 84)
-    assert torch.equal(crop.train(x, gen(0)), random_crop(x, 84, gen(0)))
-    assert torch.equal(crop.eval(x), center_crop(x, 84))
+    assert crop.for_update(x, gen(0)).shape == (4, 9, 84, 84)
+    assert torch.equal(crop.for_update(x, gen(0)), random_crop(x, 84, gen(0)))
+    assert torch.equal(crop.for_acting(x), center_crop(x, 84))
 
     y = x[..., :84, :84]
     shift = Augmentation("shift", 84, pad=4)
     assert shift.out_size == 84
-    assert torch.equal(shift.train(y, gen(0)), random_shift(y, 4, gen(0)))
-    assert torch.equal(shift.eval(y), y)
+    assert torch.equal(shift.for_update(y, gen(0)), random_shift(y, 4, gen(0)))
+    assert torch.equal(shift.for_acting(y), y)
 
     none = Augmentation("none", 84)
-    assert torch.equal(none.train(y), y) and torch.equal(none.eval(y), y)
-    assert none.train(y).dtype == torch.uint8
+    assert torch.equal(none.for_update(y), y) and torch.equal(none.for_acting(y), y)
+    assert none.for_update(y).dtype == torch.uint8
 
 
 def test_augmentation_errors() -> None:
@@ -172,9 +172,9 @@ def test_augmentation_errors() -> None:
     with pytest.raises(ValueError, match="out_size"):
         Augmentation("crop", 0)
     with pytest.raises(ValueError, match="larger than"):
-        Augmentation("crop", 84).train(torch.zeros(1, 3, 64, 64))
+        Augmentation("crop", 84).for_update(torch.zeros(1, 3, 64, 64))
     # Size-preserving kinds check the input against out_size, catching a render size / network size mismatch.
     with pytest.raises(ValueError, match="84x84"):
-        Augmentation("shift", 84).train(torch.zeros(1, 3, 100, 100))
+        Augmentation("shift", 84).for_update(torch.zeros(1, 3, 100, 100))
     with pytest.raises(ValueError, match="84x84"):
-        Augmentation("none", 84).eval(torch.zeros(1, 3, 100, 100))
+        Augmentation("none", 84).for_acting(torch.zeros(1, 3, 100, 100))

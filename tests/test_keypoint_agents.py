@@ -75,7 +75,7 @@ def test_features_are_latent_and_or_keypoints(name: str, feature_dim: int, heads
 @pytest.mark.parametrize("name", ["sac_ae_imm", "sac_imm"])
 def test_imm_update_moves_encoder_keypoint_head_and_gennet_only(name: str) -> None:
     agent = make(name)
-    critic_before, actor_before = snapshot(agent.critic), snapshot(agent.actor.trunk)
+    critic_before, actor_before = snapshot(agent.critic), snapshot(agent.actor.mlp)
     imm_index = next(i for i, o in enumerate(agent.objectives) if isinstance(o, IMMObjective))
     gennet_before = snapshot(agent.objectives[imm_index])
     batch = batch_with_target()
@@ -87,7 +87,7 @@ def test_imm_update_moves_encoder_keypoint_head_and_gennet_only(name: str) -> No
     assert any(k.startswith(f"encoder.heads.{head}.score") for k in moved), moved
     assert all(k.startswith(("encoder.trunk", f"encoder.heads.{head}.")) for k in moved), moved  # no Q, no AE head
     assert changed(gennet_before, agent.objectives[imm_index])
-    assert not changed(actor_before, agent.actor.trunk)
+    assert not changed(actor_before, agent.actor.mlp)
 
 
 @pytest.mark.parametrize("name", ["sac_ae_imm", "sac_imm"])
@@ -97,9 +97,9 @@ def test_actor_update_reaches_neither_encoder_nor_shared_keypoint_head(name: str
     agent._update_actor_and_alpha(batch_with_target().obs)
     assert not changed(critic_before, agent.critic)
     moved = changed(actor_before, agent.actor)
-    assert moved and all(k.startswith("trunk") or k.startswith("encoder.heads.0.") for k in moved), moved
+    assert moved and all(k.startswith("mlp") or k.startswith("encoder.heads.0.") for k in moved), moved
     if name == "sac_imm":
-        assert all(k.startswith("trunk") for k in moved)
+        assert all(k.startswith("mlp") for k in moved)
 
 
 @pytest.mark.parametrize("name", ["sac_ae_imm", "sac_imm"])
@@ -217,7 +217,7 @@ def test_pretrained_imm_initialises_the_keynet_frozen_or_fine_tuned(standalone_i
 
     keynet = load_imm(standalone_imm).model.keynet
     agent = pretrained_agent("sac_imm", standalone_imm, freeze)
-    trunk, head = agent.critic.encoder.trunk.trunk, agent.critic.encoder.heads[0]
+    trunk, head = agent.critic.encoder.trunk.frame_trunk, agent.critic.encoder.heads[0]
     for a, b in zip(trunk.state_dict().values(), keynet.trunk.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(head.score.weight, keynet.head.score.weight)
@@ -286,3 +286,22 @@ def test_objectives_on_their_own_schedules_step_only_when_due(path: str) -> None
         assert bool(changed(before[0], decoder)) == (step % 2 == 0)
         assert bool(changed(before[1], gennet)) == (step % 3 == 0)
         assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_checkpoints_with_the_layer_names_of_kprl_0_2_0_still_load() -> None:
+    # 0.2.0 called the actor's MLP `trunk` and the per-frame wrapper's conv trunk `trunk` (`trunk.trunk.convs...`).
+    saved = make("sac_ae_imm", keypoint=_keypoint(per_frame=True))
+    state = saved.state_dict()
+    old = {}
+    for name in ("actor", "critic", "critic_target"):
+        old[name] = {k.replace("frame_trunk.", "trunk.").replace("mlp.", "trunk.") if k.startswith(("mlp.", "encoder"))
+                     else k: v for k, v in state[name].items()}  # fmt: skip
+    assert any(k.startswith("trunk.") for k in old["actor"]) and any(".trunk.trunk." in k for k in old["critic"])
+    loaded = make("sac_ae_imm", keypoint=_keypoint(per_frame=True))
+    with torch.no_grad():
+        for p in loaded.parameters():
+            p.add_(1.0)
+    loaded.load_state_dict({**state, **old})
+    for name in ("actor", "critic", "critic_target"):
+        module = getattr(loaded, name)
+        assert not changed(state[name], module), name

@@ -53,7 +53,7 @@ def module_names(agent: SACAgent) -> dict[str, torch.nn.Module]:
         parts[f"{r.name}_head"] = critic.encoder.heads[i]
         if agent.actor.encoder.heads[i] is not critic.encoder.heads[i]:
             parts[f"actor_{r.name}_head"] = agent.actor.encoder.heads[i]
-    parts["actor_mlp"] = agent.actor.trunk
+    parts["actor_mlp"] = agent.actor.mlp
     for objective in agent.objectives:
         parts[f"{objective.name}_net"] = objective
     return parts

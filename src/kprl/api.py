@@ -114,7 +114,7 @@ class Policy:
         if obs.ndim == len(expected) + 1 and obs.shape[1:] == expected:
             agent = self.agent
             with torch.no_grad():
-                x = agent.augmentation.eval(torch.as_tensor(obs, device=agent.device))
+                x = agent.augmentation.for_acting(torch.as_tensor(obs, device=agent.device))
                 with agent.autocast():
                     mu, pi, _ = agent.actor(x, deterministic=deterministic)
             return (mu if deterministic else pi).float().cpu().numpy()

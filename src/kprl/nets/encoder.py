@@ -8,7 +8,7 @@ later keypoints); the heads' outputs are concatenated into the feature vector th
 from __future__ import annotations
 
 import copy
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -118,28 +118,40 @@ class ConvTrunk(nn.Module):
         return x
 
 
+def reads_old_name(module: nn.Module, old: str, new: str) -> None:
+    """Let ``module.load_state_dict`` read checkpoints written when its submodule ``new`` was called ``old``
+    (kprl 0.2.0 and earlier), so renaming a layer never orphans a run directory."""
+
+    def rename(_: nn.Module, state_dict: dict[str, Any], prefix: str, *__: Any) -> None:
+        for key in [k for k in state_dict if k.startswith(f"{prefix}{old}.")]:
+            state_dict[f"{prefix}{new}.{key[len(prefix) + len(old) + 1 :]}"] = state_dict.pop(key)
+
+    module.register_load_state_dict_pre_hook(rename)
+
+
 class PerFrameTrunk(nn.Module):
     """A conv trunk applied to each frame of a stack separately (shared weights): [B, 3S, H, W] -> [B, S*F, h, w],
     frame-major channels (frame 0's F maps first). Heads that work per frame (keypoints) split them back."""
 
     def __init__(self, trunk: ConvTrunk, frames: int) -> None:
         super().__init__()
-        self.trunk = trunk
+        self.frame_trunk = trunk
         self.frames = frames
+        reads_old_name(self, "trunk", "frame_trunk")
         f, h, w = trunk.out_shape
         self.out_shape: tuple[int, int, int] = (frames * f, h, w)
 
     def image_coords(self, coords: torch.Tensor) -> torch.Tensor:
         """See `ConvTrunk.image_coords` (every frame has the same geometry)."""
-        return self.trunk.image_coords(coords)
+        return self.frame_trunk.image_coords(coords)
 
     @property
     def image_scale(self) -> float:
-        return self.trunk.image_scale
+        return self.frame_trunk.image_scale
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         b, c, h, w = obs.shape
-        maps = self.trunk(obs.reshape(b * self.frames, c // self.frames, h, w))
+        maps = self.frame_trunk(obs.reshape(b * self.frames, c // self.frames, h, w))
         return maps.reshape(b, -1, *maps.shape[-2:])
 
 

@@ -133,7 +133,7 @@ class Augmentation:
                 f"{self._out_size}x{self._out_size}, got {h}x{w}"
             )
 
-    def train(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def for_update(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Random augmentation of a batch for an update (``[B, C, H, W]`` → ``[B, C, out_size, out_size]``)."""
         if self.kind == "crop":
             return random_crop(x, self._out_size, generator)
@@ -142,7 +142,7 @@ class Augmentation:
             return random_shift(x, self.pad, generator)
         return x
 
-    def eval(self, x: torch.Tensor) -> torch.Tensor:
+    def for_acting(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic version for acting and evaluation: centre crop for ``"crop"``, identity otherwise."""
         if self.kind == "crop":
             return center_crop(x, self._out_size)

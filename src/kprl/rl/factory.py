@@ -70,7 +70,7 @@ def _load_pretrained_keynet(
     if wrong:
         raise ConfigError(f"--pretrained-imm {path} does not fit this agent: " + ", ".join(wrong))
     head = next(r.head for r in representations if r.name == "imm")
-    trunk.trunk.load_state_dict(loaded.model.keynet.trunk.state_dict())
+    trunk.frame_trunk.load_state_dict(loaded.model.keynet.trunk.state_dict())
     head.load_state_dict(loaded.model.keynet.head.state_dict())
     if cfg.keypoint.freeze_keynet:
         trunk.requires_grad_(False)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kprl.config import EncoderConfig, SACConfig
-from kprl.nets.encoder import ConvTrunk, Encoded, Encoder, weight_init
+from kprl.nets.encoder import ConvTrunk, Encoded, Encoder, reads_old_name, weight_init
 from kprl.rl.augment import Augmentation
 from kprl.rl.fast_update import channels_last_views, fast_update, to_channels_last
 from kprl.rl.losses import actor_loss, critic_loss, critic_metrics, soft_td_target, temperature_loss
@@ -86,10 +86,11 @@ class Actor(nn.Module):
     ):
         super().__init__()
         self.encoder = encoder
-        self.trunk = mlp(encoder.feature_dim, hidden_dim, 2 * action_dim)
+        self.mlp = mlp(encoder.feature_dim, hidden_dim, 2 * action_dim)
         self.log_std_min = log_std_min
         self.log_std_max = log_std_max
-        self.trunk.apply(weight_init)
+        self.mlp.apply(weight_init)
+        reads_old_name(self, "trunk", "mlp")
 
     def forward(
         self, obs: torch.Tensor, deterministic: bool = False
@@ -107,7 +108,7 @@ class Actor(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(tanh(mu), action sample, log-prob) of the policy on its encoder's features, computed in fp32."""
         with full_precision(features.device):
-            mu, log_std = self.trunk(features.float()).chunk(2, dim=-1)
+            mu, log_std = self.mlp(features.float()).chunk(2, dim=-1)
             # Bound log std smoothly into [min, max] (pytorch_sac_ae; Yarats et al. 2019).
             log_std = torch.tanh(log_std)
             log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1)
@@ -288,7 +289,7 @@ class SACAgent:
     def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
         """Action in [-1, 1]^A for one uint8 observation stack [C, H, W] (mean action when deterministic)."""
         x = torch.as_tensor(obs, device=self.device).unsqueeze(0)
-        x = self.augmentation.eval(x)
+        x = self.augmentation.for_acting(x)
         with self.autocast():
             mu, pi, _ = self.actor(x, deterministic=deterministic)
         action = mu if deterministic else pi
@@ -311,7 +312,7 @@ class SACAgent:
         index = self.keypoint_head_index
         if index is None:
             return None
-        x = self.augmentation.eval(obs.to(self.device))
+        x = self.augmentation.for_acting(obs.to(self.device))
         with self.autocast():
             maps = self.critic.encoder.trunk(x)
             coords = self.critic.encoder.heads[index].keypoints(maps).coords
@@ -333,11 +334,11 @@ class SACAgent:
             assert batch.target_obs is not None
             # One crop window for an observation and its IMM target, so the generator can copy the static scene.
             channels = batch.obs.shape[1]
-            joint = self.augmentation.train(torch.cat([batch.obs, batch.target_obs], dim=1), generator)
+            joint = self.augmentation.for_update(torch.cat([batch.obs, batch.target_obs], dim=1), generator)
             obs, target_obs = joint[:, :channels], joint[:, channels:]
         else:
-            obs = self.augmentation.train(batch.obs, generator)
-        next_obs = self.augmentation.train(batch.next_obs, generator)
+            obs = self.augmentation.for_update(batch.obs, generator)
+        next_obs = self.augmentation.for_update(batch.next_obs, generator)
         if target_is_next:
             target_obs = next_obs
         views = batch._replace(obs=obs, next_obs=next_obs, target_obs=target_obs)  # what the networks see

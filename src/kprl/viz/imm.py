@@ -372,8 +372,8 @@ def _agent_imm_output(
     objective = next((o for o in agent.objectives if isinstance(o, IMMObjective)), None)
     if objective is None:
         raise ValueError("the agent has no IMM objective (agents sac_ae_imm and sac_imm have one)")
-    source = agent.augmentation.eval(torch.as_tensor(source_obs).to(agent.device))
-    target = agent.augmentation.eval(torch.as_tensor(target_obs).to(agent.device))
+    source = agent.augmentation.for_acting(torch.as_tensor(source_obs).to(agent.device))
+    target = agent.augmentation.for_acting(torch.as_tensor(target_obs).to(agent.device))
     was_training = agent.critic.training
     agent.train(False)
     try:
