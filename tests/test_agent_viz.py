@@ -1,5 +1,5 @@
 """Seeing what a keypoint agent learned: keypoints drawn on eval videos, the agent's IMM example figure, and
-`kprl keypoints` on an agent's run (issue 4)."""
+`kprl keypoints` on an agent's run."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ from kprl.envs.factory import make_env
 from kprl.errors import ConfigError
 from kprl.imm.detect import detect_agent, frame_stacks
 from kprl.rl import evaluate as evaluate_module
-from kprl.rl.evaluate import evaluate, evaluate_saved, imm_pair_indices, keypoint_video_frame, load_agent
+from kprl.rl.evaluate import (
+    evaluate_policy,
+    evaluate_saved,
+    imm_pair_indices,
+    keypoint_video_frame,
+    load_agent,
+)
 from kprl.rl.factory import make_agent
 from kprl.rl.sac import SACAgent
 from kprl.rl.train import train
@@ -105,10 +111,10 @@ def test_imm_pairs_are_spread_over_the_episode() -> None:
 
 
 def capture_video(monkeypatch: pytest.MonkeyPatch, agent: SACAgent, cfg: C.TrainConfig, path: Path) -> list[Any]:
-    """Run `evaluate` for one episode and return the video frames it would write (exact, before encoding)."""
+    """Run `evaluate_policy` for one episode and return the video frames it would write (exact, before encoding)."""
     captured: list[Any] = []
     monkeypatch.setattr(evaluate_module, "write_video", lambda p, frames, fps: captured.extend(frames))
-    evaluate(agent, cfg, 7, 1, path)
+    evaluate_policy(agent, cfg, 7, 1, path)
     return captured
 
 

@@ -1,4 +1,4 @@
-"""The fast update path computes the reference path's losses and gradients (issue: speed without changing the maths).
+"""The fast update path computes the reference path's losses and gradients: speed without changing the maths.
 
 Both paths are run on the same batch from the same parameters and seeds with every learning rate at zero, so no
 optimiser step moves a parameter and the reference path's re-encodings see the same weights as the fast path's one

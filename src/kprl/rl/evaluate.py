@@ -96,7 +96,7 @@ def imm_pair_indices(
     return source, source + offset
 
 
-def evaluate(
+def evaluate_policy(
     agent: SACAgent,
     cfg: C.TrainConfig,
     eval_seed: int,
@@ -199,7 +199,7 @@ def evaluate_saved(
             f"--imm-figure needs an agent with an IMM objective (sac_ae_imm, sac_imm), not {cfg.agent}"
         )
     cfg.video_size = video_size
-    result = evaluate(agent, cfg, seed, episodes, video, imm_figure, on_episode)
+    result = evaluate_policy(agent, cfg, seed, episodes, video, imm_figure, on_episode)
     return {
         **meta,
         **result,

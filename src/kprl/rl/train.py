@@ -21,7 +21,7 @@ import torch
 from kprl import config as C
 from kprl.envs.factory import PixelEnv, check_task, make_env, task_action_repeat
 from kprl.errors import CheckpointError, ConfigError, TrainingError, first_line
-from kprl.rl.evaluate import evaluate
+from kprl.rl.evaluate import evaluate_policy
 from kprl.rl.factory import make_agent
 from kprl.rl.replay import FrameReplay
 from kprl.runtime.checkpoint import (
@@ -191,7 +191,7 @@ class Workspace:
             bar.update(completed=index + 1, info=f"return {episode_return:.1f}")
 
         try:
-            result = evaluate(self.agent, self.cfg, eval_seed, self.cfg.eval_episodes, video, figure, on_episode)
+            result = evaluate_policy(self.agent, self.cfg, eval_seed, self.cfg.eval_episodes, video, figure, on_episode)
         finally:
             bar.done()
         eval_seconds = time.perf_counter() - t0
