@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import tiny_options
 
 import kprl
 from kprl.errors import CheckpointError, ConfigError
 from kprl.runtime.checkpoint import checkpoint_steps
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(env_steps=160, seed_steps=80, eval_every=80, eval_episodes=1, checkpoint_every=80, batch_size=8,
-            hidden_dim=32, num_filters=8, latent_dim=8, image_size=64, time_limit=0.4, video=False, threads=1)  # fmt: skip
+TINY = tiny_options(env_steps=160, eval_episodes=1)
 
 
 def test_example_runs_end_to_end(tmp_path: Path) -> None:

@@ -18,16 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import tiny_args
+from tiny import tiny_config as tiny_run
 
+from kprl.config import TrainConfig
 from kprl.runtime.checkpoint import checkpoint_steps
 
 # 40-env-step episodes (0.4 s at action repeat 8); evaluation + video and checkpoint every 80 env steps.
-ARGS = [
-    "--task", "cartpole_swingup", "--time-limit", "0.4", "--env-steps", "400", "--seed-steps", "80",
-    "--batch-size", "8", "--hidden-dim", "32", "--num-filters", "8", "--latent-dim", "8", "--image-size", "64",
-    "--eval-every", "80", "--eval-episodes", "1", "--checkpoint-every", "80", "--video", "True", "--video-size", "64",
-    "--threads", "1",
-]  # fmt: skip
+ARGS = tiny_args(env_steps=400, eval_episodes=1, video=True, video_size=64)
 EVAL_STEPS = [0, 80, 160, 240, 320, 400]
 EPISODE_ENDS = list(range(40, 401, 40))
 
@@ -173,11 +171,9 @@ def test_imm_train_killed_at_random_moments_resumes_to_the_same_model(tmp_path: 
 
 
 # ---------------------------------------------------------------------------------------------- in-process faults
-def tiny_config(run_dir: Path, **overrides: object):  # type: ignore[no-untyped-def]
-    """test_train's tiny run: 240 env steps, one evaluation episode."""
-    from test_train import tiny_config as train_tiny_config
-
-    return train_tiny_config(run_dir, **{"env_steps": 240, "eval_episodes": 1, **overrides})
+def tiny_config(run_dir: Path, **overrides: object) -> TrainConfig:
+    """The tiny run for 240 env steps with one evaluation episode."""
+    return tiny_run(run_dir, **{"env_steps": 240, "eval_episodes": 1, **overrides})
 
 
 def test_disk_full_while_checkpointing_is_a_clear_error_and_keeps_the_last_checkpoint(

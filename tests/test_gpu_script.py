@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from tiny import tiny_args
 
 REPO = Path(__file__).resolve().parents[1]
 GPU = REPO / "experiments" / "gpu"
@@ -199,9 +200,8 @@ def test_threads_share_the_cores():
 
 
 # 40-env-step episodes; evaluation and checkpoint every 120 env steps; a 32 px agent: each job takes seconds.
-TINY = ["--task", "cartpole_swingup", "--time-limit", "0.4", "--seed-steps", "80", "--batch-size", "8",
-        "--hidden-dim", "32", "--num-filters", "8", "--latent-dim", "8", "--image-size", "32", "--eval-every", "120",
-        "--eval-episodes", "1", "--checkpoint-every", "120", "--video-size", "32", "--keypoints", "2"]  # fmt: skip
+TINY = tiny_args(without=["env_steps", "threads", "video"], image_size=32, eval_every=120, eval_episodes=1,
+                 checkpoint_every=120, video_size=32, keypoints=2)  # fmt: skip
 DEADLINE_S = 40
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny import tiny_args
 
 import kprl
 from kprl.errors import ConfigError
@@ -25,11 +26,7 @@ from kprl.runtime.checkpoint import checkpoint_steps
 from kprl.runtime.provenance import code_version
 
 # Cartpole episodes of 0.4 s (5 actions): a whole 400-env-step job with checkpoints takes seconds.
-TINY = [
-    "--task", "cartpole_swingup", "--time-limit", "0.4", "--env-steps", "400", "--seed-steps", "80",
-    "--batch-size", "8", "--hidden-dim", "32", "--num-filters", "8", "--latent-dim", "8", "--image-size", "64",
-    "--eval-every", "80", "--eval-episodes", "1", "--checkpoint-every", "80", "--video", "False",
-]  # fmt: skip
+TINY = tiny_args(without=["threads"], env_steps=400, eval_episodes=1)  # a grid row may not set --threads
 
 
 def write_grid(tmp: Path, rows: str, stages: str, args: list[str] | None = None) -> Path:

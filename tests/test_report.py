@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from tiny import tiny_config
 
 import kprl
 from kprl import config as C
@@ -189,13 +190,8 @@ def test_bad_report_input_is_one_line_error(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_report_of_a_real_training_run(tmp_path: Path) -> None:
-    cfg = C.TrainConfig(agent="sac_imm", run_dir=tmp_path / "runs" / "real", env_steps=96, seed_steps=48,
-                        eval_every=48, checkpoint_every=48, eval_episodes=1, batch_size=8, video=False, log_every=8,
-                        threads=1)  # fmt: skip
-    cfg.env.time_limit = 0.32
-    cfg.sac.hidden_dim = 32
-    cfg.encoder.num_filters = 8
-    cfg.keypoint.keypoints = 2
+    cfg = tiny_config(tmp_path / "runs" / "real", agent="sac_imm", env_steps=96, seed_steps=48, eval_every=48,
+                      checkpoint_every=48, eval_episodes=1, log_every=8, time_limit=0.32, keypoints=2)  # fmt: skip
     train(cfg, quiet=True)
     summary = write_report([tmp_path / "runs"], tmp_path / "report", reference_dir=None)
     assert summary["env_step"] == 96 and summary["scores"][0]["runs"] == 1
@@ -355,7 +351,7 @@ SIDE = 32
 ACTION_DIM = 2
 
 
-def tiny_config(agent: str, update_path: str) -> C.TrainConfig:
+def small_agent_config(agent: str, update_path: str) -> C.TrainConfig:
     cfg = C.TrainConfig(agent=agent, precision="fp32", update_path=update_path)  # type: ignore[arg-type]
     cfg.env.image_size = SIDE
     cfg.sac.hidden_dim = 32
@@ -399,16 +395,16 @@ def test_options_declared_unread_leave_the_update_bitwise_unchanged(agent: str, 
     """An agent built and updated with every option of ``UNREAD_OPTIONS[agent]`` changed ends with the very
     parameters of one built with the defaults, so leaving those options out of its label pools nothing different.
     A changed learning rate that the agent does read moves them (the comparison can fail)."""
-    base = tiny_config(agent, update_path)
+    base = small_agent_config(agent, update_path)
     reference, reference_metrics = trained_state(base)
-    perturbed = tiny_config(agent, update_path)
+    perturbed = small_agent_config(agent, update_path)
     for name in sorted(UNREAD_OPTIONS[agent]):
         set_option(perturbed, name, changed(C.flatten(base)[name]))
     state, metrics = trained_state(perturbed)
     moved = differing(reference, state)
     assert not moved, f"{agent} reads an option declared unread: {len(moved)} tensors differ, {moved[:4]} ..."
     assert metrics == reference_metrics
-    control = tiny_config(agent, update_path)
+    control = small_agent_config(agent, update_path)
     control.sac.critic_lr *= 2
     assert differing(reference, trained_state(control)[0])
 

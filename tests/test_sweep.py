@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny import tiny_args
 
 from kprl.analysis.sweep import parse_seeds
 from kprl.cli import main
@@ -22,11 +23,7 @@ from kprl.runtime.checkpoint import checkpoint_steps
 pytest.importorskip("ray.tune", reason="kprl[sweep] not installed")
 
 # Cartpole cut to 0.4 s episodes (5 actions); tiny networks: a trial trains in a few seconds.
-TINY_TRAIN = [
-    "--time-limit", "0.4", "--seed-steps", "80", "--batch-size", "8", "--hidden-dim", "32", "--num-filters", "8",
-    "--latent-dim", "8", "--image-size", "64", "--eval-every", "80", "--eval-episodes", "2",
-    "--checkpoint-every", "80", "--video", "False",
-]  # fmt: skip
+TINY_TRAIN = tiny_args(without=["env_steps", "threads"])  # the sweep sets both
 
 
 def kprl(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -11,33 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny import tiny_args, tiny_config
 
-from kprl.config import TrainConfig
 from kprl.errors import ConfigError
 from kprl.rl.evaluate import evaluate_saved
 from kprl.rl.train import train
 from kprl.runtime.checkpoint import checkpoint_steps
-
-# Cartpole episodes cut to 0.4 s (40 physics steps = 5 actions at action repeat 8 = 40 env steps): a whole run
-# of several episodes, evaluations and checkpoints takes seconds.
-TINY_ARGS = [
-    "--task", "cartpole_swingup", "--time-limit", "0.4", "--env-steps", "200", "--seed-steps", "80",
-    "--batch-size", "8", "--hidden-dim", "32", "--num-filters", "8", "--latent-dim", "8", "--image-size", "64",
-    "--eval-every", "80", "--eval-episodes", "2", "--checkpoint-every", "80", "--video", "False", "--threads", "1",
-]  # fmt: skip
-
-
-def tiny_config(run_dir: Path, **overrides: object) -> TrainConfig:
-    cfg = TrainConfig(run_dir=run_dir, env_steps=200, seed_steps=80, batch_size=8, eval_every=80, eval_episodes=2,
-                      checkpoint_every=80, video=False, threads=1)  # fmt: skip
-    cfg.env.time_limit = 0.4
-    cfg.env.image_size = 64
-    cfg.sac.hidden_dim = 32
-    cfg.encoder.num_filters = 8
-    cfg.encoder.latent_dim = 8
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
-    return cfg
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -54,7 +33,7 @@ def kprl(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
 
 def test_cli_smoke_run_writes_every_output(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    result = kprl("train", *TINY_ARGS, "--video", "True", "--video-size", "64", "--run-dir", str(run))
+    result = kprl("train", *tiny_args(video=True, video_size=64), "--run-dir", str(run))
     assert result.returncode == 0, result.stderr
     for name in ("config.json", "eval.csv", "train.csv"):
         assert (run / name).is_file(), name
@@ -112,7 +91,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> N
 
 def test_killed_run_resumes_without_duplicate_or_missing_rows(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    args = ["train", *TINY_ARGS, "--env-steps", "400", "--run-dir", str(run)]
+    args = ["train", *tiny_args(env_steps=400), "--run-dir", str(run)]
     env = {**os.environ, "MUJOCO_GL": "egl"}
     proc = subprocess.Popen([sys.executable, "-m", "kprl.cli", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -139,7 +118,7 @@ def test_existing_run_dir_with_other_config_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="different config.*batch_size"):
         train(tiny_config(run, batch_size=16), quiet=True)
     assert (run / "config.json").read_text() == before
-    result = kprl("train", *TINY_ARGS, "--batch-size", "16", "--run-dir", str(run))
+    result = kprl("train", *tiny_args(batch_size=16), "--run-dir", str(run))
     assert result.returncode == 2
     assert result.stderr.strip().startswith("kprl: error:") and len(result.stderr.strip().splitlines()) == 1
 
@@ -152,8 +131,6 @@ def test_eval_of_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_keep_checkpoints_keeps_the_newest_n(tmp_path: Path) -> None:
-    from kprl.runtime.checkpoint import checkpoint_steps
-
     train(tiny_config(tmp_path / "two", keep_checkpoints=2), quiet=True)
     assert checkpoint_steps(tmp_path / "two") == [160, 200]
     train(tiny_config(tmp_path / "one"), quiet=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tiny import tiny_config
 
 from kprl.config import TrainConfig
 from kprl.rl.train import train
@@ -13,12 +14,7 @@ pytest.importorskip("wandb", reason="kprl[wandb] not installed")
 
 
 def tiny(run_dir: Path, env_steps: int) -> TrainConfig:
-    cfg = TrainConfig(run_dir=run_dir, env_steps=env_steps, seed_steps=80, batch_size=8, eval_every=80,
-                      eval_episodes=1, checkpoint_every=80, video=False, threads=1, wandb=True,
-                      wandb_project="kprl-test")  # fmt: skip
-    cfg.env.time_limit, cfg.env.image_size = 0.4, 64
-    cfg.sac.hidden_dim, cfg.encoder.num_filters, cfg.encoder.latent_dim = 32, 8, 8
-    return cfg
+    return tiny_config(run_dir, env_steps=env_steps, eval_episodes=1, wandb=True, wandb_project="kprl-test")
 
 
 def test_wandb_offline_run_gets_the_rows_and_a_resume_continues_it(
