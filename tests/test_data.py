@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from kprl.analysis.landmarks import angle_bins, inside_frame, pole_angles
 from kprl.cli import main
 from kprl.data.collect import collect, episode_seed
 from kprl.data.frames import ARRAYS, FrameDataset, load_dataset, shard_files, write_shard
@@ -334,3 +335,42 @@ def test_frame_dataset_episode_index_follows_step_order(tmp_path: Path) -> None:
     )
     assert ds.episode_ids().tolist() == [3, 7]
     assert {k: v.tolist() for k, v in ds.episode_index().items()} == {3: [3, 1], 7: [2, 4, 0]}
+
+
+def test_start_any_covers_every_pole_angle_in_view_reproducibly(tmp_path: Path) -> None:
+    settings = {**TINY, "episodes_per_shard": 8, "start": "any"}
+    out = tmp_path / "any"
+    summary = collect(out, env_steps=24 * 40, **settings)
+    assert summary["episodes"] == 24 and json.loads((out / "meta.json").read_text())["start"] == "any"
+    data = load_dataset(out)
+    first = data.step == 0
+    assert inside_frame(data.landmarks[first], 32, 32).all()  # every episode starts with cart and tip in view
+    starts = angle_bins(pole_angles_of(data)[first])
+    assert sum(mask.any() for mask in starts.values()) >= 6  # 24 starts in 8 bins (the task's reset: all in 1)
+    again = tmp_path / "again"
+    collect(again, env_steps=24 * 40, **settings)
+    assert shard_bytes(again) == shard_bytes(out)
+    with pytest.raises(ConfigError, match='start "any" \\(stored\\) vs "task"'):
+        collect(out, env_steps=2000, **{**settings, "start": "task"})
+
+
+def test_start_task_is_the_tasks_reset_and_older_collections_resume(dataset_dir: Path, tmp_path: Path) -> None:
+    data = load_dataset(dataset_dir)
+    angles = pole_angles_of(data)
+    assert (abs(angles[data.step == 0]) > 170).all()  # swingup starts with the pole hanging
+    out = copy_of(dataset_dir, tmp_path)
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["start"]  # written before collections recorded where episodes start
+    (out / "meta.json").write_text(json.dumps(meta))
+    collect(out, env_steps=200, **TINY)
+    assert json.loads((out / "meta.json").read_text())["start"] == "task"
+    with pytest.raises(ConfigError, match="needs a dm_control task"):
+        collect(tmp_path / "gym", env_steps=10, **{**TINY, "task": "gym:Pendulum-v1", "start": "any"})
+    with pytest.raises(ConfigError, match="--start must be one of task, any"):
+        collect(tmp_path / "bad", env_steps=10, **{**TINY, "start": "upright"})
+
+
+def pole_angles_of(data: FrameDataset) -> np.ndarray:
+    angles = pole_angles(data.landmarks, data.landmark_names)
+    assert angles is not None
+    return angles

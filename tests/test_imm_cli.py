@@ -56,6 +56,12 @@ def test_imm_train_cli_writes_config_logs_checkpoint_split_and_figures(
     assert {"error/square_0", "error/square_1", "error/mean", "reconstruction_mse"} <= set(result)
     assert result["heldout_episodes"] == len(split["val"]) and result["crop_offset_px"] == 2
     assert json.loads((run / "landmark_eval.json").read_text()) == result
+    # On other frames the score goes beside the run's own, never over it.
+    other = write_shapes_dataset(tmp_path / "other_squares", episodes=6, length=8, size=28, seed=3)
+    assert main(["imm", "eval", "--run-dir", str(run), "--data", str(other), "--pairs", "16"]) == 0
+    elsewhere = json.loads(capsys.readouterr().out)
+    assert json.loads((run / "landmark_eval_other_squares.json").read_text()) == elsewhere != result
+    assert json.loads((run / "landmark_eval.json").read_text()) == result
 
     # imm figure redraws from the checkpoint
     (run / "figures" / "imm_example.png").unlink()

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from kprl.analysis.landmarks import (
+    angle_bins,
     fit_landmark_regression,
     inside_frame,
     landmark_errors,
+    pole_angles,
     regression_report,
 )
 
@@ -58,3 +60,37 @@ def test_too_few_visible_training_frames_is_an_error() -> None:
     kp, lm = affine_data(5)
     with pytest.raises(ValueError, match="visible in 5 training frames"):
         fit_landmark_regression(kp, lm, np.ones((5, 2), bool))
+
+
+def test_pole_angles_read_the_pole_from_cart_to_tip_in_image_coordinates() -> None:
+    cart = np.array([40.0, 50.0])
+    # y grows downwards: a tip above the cart is upright (0), below it hanging (180), right of it +90.
+    tips = np.array([[40.0, 30.0], [60.0, 50.0], [40.0, 70.0], [20.0, 50.0], [60.0, 30.0]])
+    landmarks = np.stack([np.broadcast_to(cart, tips.shape), tips], axis=1)
+    angles = pole_angles(landmarks, ["cart", "pole_tip"])
+    np.testing.assert_allclose(angles, [0.0, 90.0, 180.0, -90.0, 45.0], atol=1e-6)
+    assert pole_angles(landmarks, ["torso", "head"]) is None  # not cartpole: no pole
+
+
+def test_angle_bins_partition_the_circle_into_45_degree_bins_centred_on_upright() -> None:
+    angles = np.array([0.0, 22.4, 22.6, -22.6, 179.0, -179.0, -157.4, 90.0, 112.4, 112.6])
+    bins = angle_bins(angles)
+    assert list(bins) == ["-135", "-90", "-45", "0", "45", "90", "135", "180"]
+    assert sum(b.astype(int) for b in bins.values()).tolist() == [1] * len(angles)  # every angle in one bin
+    assert angles[bins["0"]].tolist() == [0.0, 22.4]
+    assert angles[bins["180"]].tolist() == [179.0, -179.0]
+    assert angles[bins["-135"]].tolist() == [-157.4] and angles[bins["-45"]].tolist() == [-22.6]
+    assert angles[bins["90"]].tolist() == [90.0, 112.4] and angles[bins["135"]].tolist() == [112.6]
+
+
+def test_report_by_group_scores_each_group_alone() -> None:
+    kp, lm = affine_data(300)
+    test_kp, test_lm = kp[:100], lm[:100].copy()
+    test_lm[:40] += 3.0  # the first 40 test frames are 3 px off in x and y: sqrt(18) px for both landmarks
+    first = np.arange(100) < 40
+    report = regression_report(kp, lm, test_kp, test_lm, 10_000, ["a", "b"], ridge=0.0,
+                               test_groups={"off": first, "exact": ~first})  # fmt: skip
+    assert report["frames_by_group/off"] == 40 and report["frames_by_group/exact"] == 60
+    np.testing.assert_allclose([report["error_by_group/off/a"], report["error_by_group/off/mean"]], [18**0.5] * 2)
+    assert report["error_by_group/exact/b"] < 1e-6
+    np.testing.assert_allclose(report["error/mean"], 0.4 * 18**0.5)

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import tyro
 
@@ -217,6 +217,10 @@ class CollectArgs:
     """Episode length in simulated seconds; None keeps the task's (10 s). For quick tests."""
     device: str = "cpu"
     """Torch device of a trained policy."""
+    start: Literal["task", "any"] = "task"
+    """Where each episode starts: task (the task's own reset; cartpole swingup: the pole hanging) or any (a state
+    drawn over every joint's whole range, cart and pole tip in view; pair it with a short --time-limit to cover
+    all pole angles). dm_control tasks only."""
 
 
 @dataclass
@@ -446,6 +450,7 @@ def cmd_collect(args: list[str]) -> int:
         camera_id=ca.camera_id,
         time_limit=ca.time_limit,
         device=ca.device,
+        start=ca.start,
     )
     print(json.dumps(summary))
     return 0

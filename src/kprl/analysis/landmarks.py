@@ -73,6 +73,30 @@ def landmark_errors(predicted: np.ndarray, landmarks: np.ndarray, visible: np.nd
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
+ANGLE_BIN_DEGREES = 45
+"""Width of the pole-angle bins errors are reported in; bins are centred on 0 (upright), ±45, ±90, ±135, 180."""
+
+
+def pole_angles(landmarks: np.ndarray, names: list[str]) -> np.ndarray | None:
+    """[N] angle of the pole in the image, in degrees in (-180, 180]: 0 upright, ±90 horizontal (positive: tip to
+    the right of the cart), 180 hanging; from the ``cart`` and ``pole_tip`` landmarks [N, L, 2] (x right, y down).
+    None when the landmarks are not cartpole's."""
+    if "cart" not in names or "pole_tip" not in names:
+        return None
+    cart, tip = landmarks[:, names.index("cart")], landmarks[:, names.index("pole_tip")]
+    dx, dy = tip[:, 0] - cart[:, 0], tip[:, 1] - cart[:, 1]
+    angles = np.degrees(np.arctan2(dx, -dy))
+    return np.where(angles <= -180.0, angles + 360.0, angles)
+
+
+def angle_bins(angles: np.ndarray, width: int = ANGLE_BIN_DEGREES) -> dict[str, np.ndarray]:
+    """Boolean masks over ``angles`` (degrees) by bin, labelled by the bin's centre (``"0"``, ``"45"``, ...,
+    ``"180"``, ``"-135"``), each bin ``width`` degrees wide; the bin centred on 180 holds both ends of the range."""
+    centres = np.arange(-180 + width, 180 + width, width)
+    nearest = centres[np.argmin(np.abs(((angles[:, None] - centres[None, :]) + 180) % 360 - 180), axis=1)]
+    return {str(int(c)): nearest == c for c in centres}
+
+
 def regression_report(
     train_keypoints: np.ndarray,
     train_landmarks: np.ndarray,
@@ -81,6 +105,7 @@ def regression_report(
     image_size: int,
     names: list[str],
     ridge: float = 1e-3,
+    test_groups: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Fit on the training frames, score on the test frames, in two ways:
 
@@ -89,7 +114,10 @@ def regression_report(
     - ``error_inview/<name>``, ``error_inview/mean``: only frames where *all* landmarks are inside the image.
 
     A mean averages over the scored (frame, landmark) pairs. ``inview_fraction`` is the share of test frames with
-    every landmark in view. Raises ValueError when a landmark is visible in too few training frames to fit."""
+    every landmark in view. With ``test_groups`` (label -> boolean mask over the test frames, e.g. `angle_bins`),
+    also ``error_by_group/<label>/<name>``, ``error_by_group/<label>/mean`` and ``frames_by_group/<label>`` under
+    the first fit, so that a model good on common frames cannot hide its errors on rare ones behind the mean.
+    Raises ValueError when a landmark is visible in too few training frames to fit."""
     train_vis = inside_frame(train_landmarks, image_size, image_size)
     test_vis = inside_frame(test_landmarks, image_size, image_size)
     report: dict[str, float] = {}
@@ -112,5 +140,12 @@ def regression_report(
         dist = np.linalg.norm(predicted - test_landmarks, axis=-1)
         report.update({f"{prefix}/{name}": float(v) for name, v in zip(names, per, strict=True)})
         report[f"{prefix}/mean"] = float(dist[score_vis].mean()) if score_vis.any() else float("nan")
+        if prefix == "error":
+            for label, rows in (test_groups or {}).items():
+                vis = score_vis & rows[:, None]
+                group = landmark_errors(predicted, test_landmarks, vis)
+                report.update({f"error_by_group/{label}/{n}": float(v) for n, v in zip(names, group, strict=True)})
+                report[f"error_by_group/{label}/mean"] = float(dist[vis].mean()) if vis.any() else float("nan")
+                report[f"frames_by_group/{label}"] = int(rows.sum())
     report["inview_fraction"] = float(test_vis.all(1).mean()) if len(test_vis) else float("nan")
     return report

@@ -2,7 +2,8 @@
 (format: `kprl.data.frames`; Gymnasium environments have no landmarks: ``landmark_names`` is empty).
 
 Episode ``e`` (global, 0-based) is fully determined by ``(seed, e)``: the task's random state (initial pose) is
-re-seeded with `episode_seed` before its reset, the random policy draws from ``np.random.default_rng`` with the
+re-seeded with `episode_seed` before its reset (with ``start="any"`` the start state is drawn from a generator of
+that seed too, `kprl.data.start_states`), the random policy draws from ``np.random.default_rng`` with the
 same seed and a trained policy samples its actions under ``torch.manual_seed`` of it. Shard ``k`` always holds
 episodes ``k*E .. k*E+E-1``, so rerunning a killed or shorter collection continues after the last complete
 shard and produces exactly the files an uninterrupted collection would have (byte for byte).
@@ -35,7 +36,8 @@ from kprl.data.frames import (
     shard_name,
     write_shard,
 )
-from kprl.envs.dmc import Step, default_camera
+from kprl.data.start_states import START_STATES, any_state
+from kprl.envs.dmc import Step, default_camera, split_task
 from kprl.envs.factory import PixelEnv, check_task, make_pixel_env, render_error, task_action_repeat
 from kprl.envs.gym import is_gym_task
 from kprl.errors import ConfigError, DataError, first_line
@@ -54,7 +56,10 @@ SETTINGS = (
     "policy_checkpoint",
     "seed",
     "episodes_per_shard",
+    "start",
 )
+# What a setting was before collections recorded it.
+UNRECORDED = {"start": "task"}
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -137,9 +142,11 @@ def _camera(task: str, camera_id: int | None) -> int | None:
 
 
 def run_episode(
-    env: PixelEnv, policy: _Policy, seed: int, image_size: int, on_step: Callable[[], None] | None = None
-) -> dict[str, np.ndarray]:
-    """Play one episode seeded with ``seed`` and return its shard arrays (see `kprl.data.frames`).
+    env: PixelEnv, policy: _Policy, seed: int, image_size: int, on_step: Callable[[], None] | None = None,
+    start: str = "task",
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Play one episode seeded with ``seed`` from a ``start`` state (`kprl.data.start_states`) and return its
+    shard arrays (see `kprl.data.frames`).
 
     Frames come from ``env``'s own render when its size is ``image_size``; otherwise each state is rendered a
     second time at ``image_size`` and the landmarks are projected for that size. ``on_step`` is called after
@@ -154,7 +161,12 @@ def run_episode(
 
     env.seed_episode(seed)
     policy.reset(seed)
-    step = env.reset()
+    if start == "any":
+        # A generator of its own: the random policy draws from default_rng(seed).
+        place = any_state(split_task(env.task)[0], env.camera_id, image_size, np.random.default_rng([seed, 1]))
+        step = env.reset(place)  # type: ignore[call-arg]  # DMCEnv only: collect refuses it for gym tasks
+    else:
+        step = env.reset()
     frames, landmarks, actions, rewards = [], [], [], []
     action = np.zeros(env.action_dim, dtype=np.float32)
     while True:
@@ -197,7 +209,7 @@ def prepare_out(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
         diffs = [
             f"{key} {json.dumps(stored.get(key))} (stored) vs {json.dumps(meta[key])} (requested)"
             for key in SETTINGS
-            if stored.get(key) != meta[key]
+            if stored.get(key, UNRECORDED.get(key)) != meta[key]
         ]
         if diffs:
             raise ConfigError(
@@ -259,12 +271,14 @@ def collect(
     time_limit: float | None = None,
     device: str = "cpu",
     quiet: bool = False,
+    start: str = "task",
 ) -> dict[str, Any]:
     """Collect (or resume, or extend) a frame dataset in ``out`` until it holds ``env_steps`` env steps.
 
     ``policy`` is ``"random"`` or the run directory of ``kprl train``; with a run directory the task, action
     repeat and camera are the agent's (``task``/``action_repeat``/``camera_id`` may be given only if equal) and
-    the env renders at the agent's size, ``image_size`` being rendered separately when it differs. Prints a
+    the env renders at the agent's size, ``image_size`` being rendered separately when it differs. ``start``
+    says where episodes begin (`kprl.data.start_states`: the task's reset, or ``any`` state in view). Prints a
     progress bar on a terminal, one line per written shard otherwise (nothing when ``quiet``). Returns a summary
     of the dataset: out, episodes, frames, env_steps, shards, shards_written.
     """
@@ -282,6 +296,8 @@ def collect(
         raise ConfigError(f"--time-limit must be > 0, got {time_limit}")
     if task is not None:
         check_task(task)
+    if start not in START_STATES:
+        raise ConfigError(f"--start must be one of {', '.join(START_STATES)}, got {start!r}")
     out = Path(out)
 
     chooser: _Policy
@@ -306,6 +322,8 @@ def collect(
         task = agent_task
         env_size, frame_stack = C.render_size(cfg), cfg.env.frame_stack
 
+    if start != "task" and is_gym_task(task):
+        raise ConfigError(f"--start {start} needs a dm_control task (it sets MuJoCo joint states); {task} is not one")
     env = _make_env(task, env_size, repeat, frame_stack, camera, time_limit)
     try:
         if policy == "random":
@@ -324,6 +342,7 @@ def collect(
             "seed": seed,
             "episodes_per_shard": episodes_per_shard,
             "time_limit": time_limit,
+            "start": start,
             "env_steps_requested": env_steps,
         }
         stored = read_meta(out) if (out / META_FILE).exists() else None
@@ -408,7 +427,8 @@ def _collect_shards(
             episodes_in_shard = len(np.unique(parts[0]["episode"])) if parts else 0
             while episodes_in_shard < per_shard and total < env_steps:
                 e = first + episodes_in_shard
-                arrays = run_episode(env, policy, episode_seed(seed, e), size, advance if bar else None)
+                arrays = run_episode(env, policy, episode_seed(seed, e), size, advance if bar else None,
+                                     meta["start"])  # fmt: skip
                 arrays["episode"][:] = e
                 parts.append(arrays)
                 episodes_in_shard += 1

@@ -21,6 +21,7 @@ import math
 import os
 import sys
 from collections import deque
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -296,9 +297,14 @@ class DMCEnv:
         """The wrapped dm_control environment (its task and physics), for diagnostics and tests."""
         return self._env
 
-    def reset(self) -> Step:
-        """Start a new episode; the frame stack is filled with copies of its first frame."""
+    def reset(self, place: Callable[[engine.Physics], None] | None = None) -> Step:
+        """Start a new episode; the frame stack is filled with copies of its first frame.
+
+        ``place``, if given, runs after the task's own reset and may set the state the episode starts from
+        (``physics.data.qpos`` / ``qvel``, then ``physics.forward()``), e.g. `kprl.data.start_states.any_state`."""
         self._env.reset()
+        if place is not None:
+            place(self._env.physics)
         self._needs_reset = False
         frame = self._render_frame()
         self._frames.clear()

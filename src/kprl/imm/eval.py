@@ -3,8 +3,10 @@
 The protocol of Thewlis et al. 2017 and Jakab et al. 2018 (Sec. 4.1), applied to DMC: detect keypoints on
 centre-cropped frames, fit a ridge regressor from keypoints to landmarks on training episodes, report the mean
 pixel error per landmark and overall on held-out episodes (landmarks inside the frame only), plus the held-out
-reconstruction MSE. On the run's own dataset the run's train/validation split is used; on another dataset its
-episodes are split afresh with the run's validation fraction and seed.
+reconstruction MSE. On cartpole the errors are also reported per pole-angle bin of 45 degrees
+(``error_by_group/<bin centre>/<landmark>``, 0 = upright, 180 = hanging, with ``frames_by_group``), so that a model
+that knows only the hanging pole cannot hide behind the mean. On the run's own dataset the run's train/validation
+split is used; on another dataset its episodes are split afresh with the run's validation fraction and seed.
 """
 
 from __future__ import annotations
@@ -26,11 +28,17 @@ from kprl.runtime.hardware import resolve_device
 RESULT_FILE = "landmark_eval.json"
 
 
+def result_file(run_dir: Path, data_dir: Path, same_data: bool) -> Path:
+    """Where the evaluation is saved: ``landmark_eval.json`` on the run's own dataset, else
+    ``landmark_eval_<dataset folder>.json``, so that scoring on other frames never replaces the run's own score."""
+    return run_dir / (RESULT_FILE if same_data else f"landmark_eval_{data_dir.resolve().name}.json")
+
+
 def evaluate_imm(
     run_dir: Path, data: Path | None = None, device: str = "cpu", ridge: float = 1e-3, pairs: int = 512
 ) -> dict[str, Any]:
     """Landmark regression errors (pixels of the model's centre-cropped input) and reconstruction MSE of the
-    newest checkpoint of ``run_dir``, on held-out episodes; also written to RUN_DIR/landmark_eval.json."""
+    newest checkpoint of ``run_dir``, on held-out episodes; also written to the run directory (`result_file`)."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     if ridge < 0:
@@ -55,7 +63,7 @@ def evaluate_imm(
     report: dict[str, Any] = {"landmarks": "unavailable: the dataset has no ground-truth landmarks"}
     if dataset.landmark_names:
         try:
-            report = landmark_report(model, dataset, split, dev, ridge=ridge)
+            report = landmark_report(model, dataset, split, dev, ridge=ridge, by_pole_angle=True)
         except ValueError as exc:
             raise DataError(f"{data_dir}: cannot fit the landmark regression: {exc}") from exc
     # Held-out pairs drawn as training draws them, from a seed of their own.
@@ -77,5 +85,5 @@ def evaluate_imm(
         **{k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()},
         "reconstruction_mse": round(mse, 6),
     }
-    atomic_write_text(run_dir / RESULT_FILE, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(result_file(run_dir, data_dir, same_data), json.dumps(result, indent=2) + "\n")
     return result

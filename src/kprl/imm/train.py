@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from kprl import config as C
-from kprl.analysis.landmarks import regression_report
+from kprl.analysis.landmarks import angle_bins, pole_angles, regression_report
 from kprl.data.frames import FrameDataset, load_dataset
 from kprl.errors import CheckpointError, ConfigError, DataError, TrainingError, first_line
 from kprl.imm.checkpoint import MODEL_KIND, EpisodeSplit, split_episodes, write_split
@@ -106,13 +106,16 @@ def landmark_report(
     device: torch.device,
     max_train_frames: int | None = None,
     ridge: float = 1e-3,
+    by_pole_angle: bool = False,
 ) -> dict[str, float]:
-    """Held-out landmark error (pixels of the centre crop) of a ridge regressor fitted on training frames."""
+    """Held-out landmark error (pixels of the centre crop) of a ridge regressor fitted on training frames; with
+    ``by_pole_angle`` on cartpole, also per pole-angle bin (`kprl.analysis.landmarks.angle_bins`)."""
     train_idx = frames_of(data, split.train)
     if max_train_frames is not None and len(train_idx) > max_train_frames:
         train_idx = train_idx[np.linspace(0, len(train_idx) - 1, max_train_frames).astype(np.int64)]
     val_idx = frames_of(data, split.val)
     shift = centre_offset(data.image_size, model.image_size)
+    angles = pole_angles(data.landmarks[val_idx], data.landmark_names) if by_pole_angle else None
     return regression_report(
         detect_keypoints(model, data.frames, train_idx, device),
         data.landmarks[train_idx] - shift,
@@ -121,6 +124,7 @@ def landmark_report(
         model.image_size,
         data.landmark_names,
         ridge,
+        test_groups=angle_bins(angles) if angles is not None else None,
     )
 
 
