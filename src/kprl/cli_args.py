@@ -1,6 +1,6 @@
 """Command-line options into typed config dataclasses (tyro), with parse errors as one line instead of a box.
 
-Boolean options are flags as users type them (``--wandb``, ``--no-video``); the spelled-out ``--no-video`` of
+Boolean options are flags as users type them (``--wandb``, ``--no-video``); the spelled-out ``--video False`` of
 earlier versions is still accepted, so scripts and grid files written for those keep working.
 """
 

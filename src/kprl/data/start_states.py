@@ -5,7 +5,7 @@ actions rarely swing it up, so keypoints trained on such frames need never follo
 every episode from a state drawn over the whole range of each joint (a hinge without limits: any angle; a limited
 joint: uniformly within its limits) with normally distributed velocities, redrawn until every landmark is inside
 the frame (cartpole: the cart and the pole tip in view). Free and ball joints and unlimited slides keep the task's
-values. Short episodes (``--time-limit``) from such starts cover the state space evenly.
+values. Short episodes (``--time-limit``) from such starts reach states the task's reset never does.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from dm_control.mujoco import engine
 from mujoco import mjtJoint
 
+from kprl.analysis.landmarks import inside_frame
 from kprl.envs.dmc import landmark_points, project_points
 
 START_STATES = ("task", "any")
@@ -34,7 +35,7 @@ def any_state(
 
     def in_view(physics: engine.Physics) -> bool:
         points = project_points(physics, landmark_points(physics, domain), image_size, image_size, camera_id)
-        return bool(np.all((points >= 0) & (points < image_size)))
+        return bool(inside_frame(points[None], image_size, image_size).all())
 
     def place(physics: engine.Physics) -> None:
         model, data = physics.model, physics.data
