@@ -49,9 +49,9 @@ SETTINGS: dict[str, list[str]] = {
     "k8-mix1-11k": ["--keypoints", "8", "--mix-layers", "1", "--steps", "11000"],
 }
 """The poster's IMM (K = 3, sigma 0.1, MSE, Adam 1e-3, batch 32, 4,500 updates unless ``--steps`` says otherwise)
-and changes from it. ``--mix-layers 4`` gives the renderer dilations 1, 2, 4, 8 at map resolution, so a keypoint's
-Gaussian reaches a whole pole length (about 13 cells of the 35 x 35 maps) rather than the 3 cells of the default two
-layers; ``--mix-layers 1`` reaches 1 cell."""
+and changes from it, not all of them in docs/keypoints.md's table yet. ``--mix-layers`` sets how far the renderer
+reaches from a keypoint at map resolution: 4 layers (dilations 1, 2, 4, 8) reach +-15 cells of the 35 x 35 maps, more
+than a pole (about 13 cells); the default 2 reach +-3 and 1 reaches +-1 (the transposed convs add +-3 to each)."""
 
 BINS = ("0", "45", "90", "135", "180", "-135", "-90", "-45")
 """Pole-angle bin centres of `kprl imm eval` (0 = upright, 180 = hanging)."""
