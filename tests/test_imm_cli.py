@@ -3,6 +3,7 @@ and one-line errors that touch nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import kprl
 from kprl import config as C
 from kprl.cli import main
 from kprl.data.synthetic import write_shapes_dataset
@@ -129,6 +131,23 @@ def test_existing_run_with_another_config_is_refused_untouched(squares: Path, tm
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert main(["imm", "train", "--config", str(run / "config.json"), "--sigma", "0.2"]) == 2
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_every_start_records_its_machine_threads_and_code(squares: Path, tmp_path: Path) -> None:
+    """A resume with other execution options (here 2 threads instead of 1) is recorded beside the first start, so
+    the run still says how its first steps trained."""
+    run = tmp_path / "run"
+    threads_before = torch.get_num_threads()
+    try:
+        train_imm(tiny_cfg(squares, run, 5), quiet=True)
+        train_imm(dataclasses.replace(tiny_cfg(squares, run, 10), threads=2), quiet=True)
+    finally:
+        torch.set_num_threads(threads_before)
+    starts = [json.loads(line) for line in (run / "runtime.jsonl").read_text().splitlines()]
+    assert [(s["step"], s["threads"]) for s in starts] == [(0, 1), (5, 2)]
+    for start in starts:
+        assert start["device"] == "cpu" and start["precision"] in ("fp32", "bf16") and start["machine"]
+        assert start["kprl_version"] == kprl.__version__ and start["torch"] == torch.__version__
 
 
 def test_imm_command_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

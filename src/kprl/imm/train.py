@@ -35,9 +35,10 @@ from kprl.runtime.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from kprl.runtime.hardware import keep_freed_memory, resolve_device, resolve_precision
+from kprl.runtime.hardware import describe_machine, keep_freed_memory, resolve_device, resolve_precision
 from kprl.runtime.logger import RunLogger, Throughput
 from kprl.runtime.progress import format_seconds
+from kprl.runtime.provenance import record_start
 from kprl.runtime.run_dir import prepare_run_dir
 from kprl.viz.imm import write_imm_figures
 
@@ -164,6 +165,15 @@ class IMMTrainer:
         self.step = 0
         self.wall_seconds = 0.0
         resumed = self._resume()
+        record_start(
+            self.run_dir,
+            step=self.step,
+            machine=describe_machine(self.device),
+            device=str(self.device),
+            threads=torch.get_num_threads(),
+            precision=self.precision,
+            torch=torch.__version__,
+        )
         # Without a checkpoint every earlier row is from a killed first attempt: start the logs afresh.
         self.logger = RunLogger(
             self.run_dir, resume_step=self.step if resumed else -1, quiet=quiet, key="step"

@@ -7,7 +7,6 @@ kill resumes exactly where the last checkpoint left off and produces the same nu
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from kprl.runtime.checkpoint import (
 from kprl.runtime.hardware import describe_machine, keep_freed_memory, peak_rss_mib, resolve_device
 from kprl.runtime.logger import RunLogger, Throughput, WandbSink
 from kprl.runtime.progress import RunEta, Stopwatch, Task, format_seconds
-from kprl.runtime.provenance import code_version
+from kprl.runtime.provenance import record_start
 from kprl.runtime.run_dir import prepare_run_dir
 
 EVAL_SEED_OFFSET = 100_000
@@ -218,21 +217,18 @@ class Workspace:
         return self.on_eval is None or self.on_eval(row) is not False
 
     def _record_runtime(self) -> None:
-        """Append where, how and with which code this (re)start runs to ``runtime.jsonl``: results tables name the
-        machine, the kprl version and the git commit (:func:`kprl.runtime.provenance.code_version`)."""
-        record = {
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "env_step": self.state.env_step,
-            "machine": describe_machine(self.device),
-            "device": str(self.device),
-            "threads": torch.get_num_threads(),
-            "precision": self.agent.precision,
-            "update_path": self.cfg.update_path,
-            "torch": torch.__version__,
-            **code_version(),
-        }
-        with open(self.run_dir / "runtime.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        """Record where, how and with which code this (re)start runs (``runtime.jsonl``): results tables name the
+        machine, the kprl version and the git commit."""
+        record_start(
+            self.run_dir,
+            env_step=self.state.env_step,
+            machine=describe_machine(self.device),
+            device=str(self.device),
+            threads=torch.get_num_threads(),
+            precision=self.agent.precision,
+            update_path=self.cfg.update_path,
+            torch=torch.__version__,
+        )
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._t_start

@@ -1,4 +1,5 @@
-"""Which code a run ran: the kprl version and, from a git checkout, the commit and whether it had local changes."""
+"""Which code a run ran: the kprl version and, from a git checkout, the commit and whether it had local changes;
+and the ``runtime.jsonl`` line each (re)start of a run appends with it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,4 +61,15 @@ def code_version(source: Path | None = None) -> dict[str, Any]:
     status = _git(source, "status", "--porcelain", "--untracked-files=no")
     record["git_commit"] = commit
     record["git_dirty"] = None if status is None else bool(status.strip())
+    return record
+
+
+def record_start(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    """Append one line to ``run_dir/runtime.jsonl`` for this start or resume of a run and return it: when it started,
+    ``fields`` (where and how it runs: the caller's step counter, machine, device, threads, precision...), and the
+    code (:func:`code_version`). A run's config.json holds the options of its latest start; this file keeps every
+    start's, so a resume with other execution options (threads, device) never hides how the run trained."""
+    record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields, **code_version()}
+    with open(Path(run_dir) / "runtime.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
     return record
