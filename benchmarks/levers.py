@@ -6,9 +6,11 @@
 * Adam step over the critic's parameters: for-loop, foreach and fused implementations;
 * the reconstruction target's dequantisation noise: one float draw per pixel vs random bytes;
 * network input: ``obs.float() / 255`` vs uint8 -> bf16 with 1/255 folded into the first conv;
-* glibc keeping freed memory (a child process each way: kernel time and page faults per update).
+* glibc keeping freed memory (a child process each way: kernel time and page faults per update);
+* the pixel losses' MSE on channels-last bf16 images as they are vs as their contiguous NHWC views (forward +
+  backward of the loss alone, and whole fast-path updates of the grid's agents with random crop).
 
-Usage: ``python benchmarks/levers.py [--agent sac_ae] [--repeats 6]``.
+Usage: ``python benchmarks/levers.py [--agent sac_ae] [--repeats 6] [--only LEVER ...]``.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from throughput import ACTION_DIM, BATCH, OBS_SHAPE, filled_replay  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from throughput import ACTION_DIM, BATCH, OBS_SHAPE, build, config, filled_replay  # noqa: E402
 
-from kprl.config import TrainConfig  # noqa: E402
+import kprl.rl.representations as representations  # noqa: E402
+from kprl.config import TrainConfig, render_size  # noqa: E402
 from kprl.nets.encoder import ConvTrunk, PixelDecoder  # noqa: E402
 from kprl.rl.factory import make_agent  # noqa: E402
 from kprl.rl.representations import dequantized_target  # noqa: E402
@@ -118,6 +122,57 @@ def adam(repeats: int) -> dict:
     return {"critic_adam_step_ms": alternate({k: o.step for k, o in opts.items()}, repeats)}
 
 
+def mse_nhwc_views(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``pixel_mse`` on the NHWC views of channels-last images: the same mean, reduced over a contiguous tensor
+    (torch copies a non-contiguous bf16 tensor to fp32 before reducing it) and with a channels-last gradient."""
+    with torch.autocast(prediction.device.type, enabled=False):
+        p, t = prediction.permute(0, 2, 3, 1), target.to(prediction.dtype).permute(0, 2, 3, 1)
+        return F.mse_loss(p, t).float()
+
+
+def pixel_mse_layout(repeats: int, agents: tuple[str, ...] = ("sac_imm", "sac_ae")) -> dict:
+    shape = (BATCH, *OBS_SHAPE)
+    prediction = torch.randn(shape).to(torch.bfloat16).contiguous(memory_format=CL).requires_grad_()
+    target = torch.randn(shape).to(torch.bfloat16).contiguous(memory_format=CL)
+
+    def loss_fwd_bwd(mse: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[[], object]:
+        return lambda: torch.autograd.grad(mse(prediction, target), prediction)
+
+    result: dict = {
+        "loss_fwd_bwd_ms": alternate(
+            {"as_stored": loss_fwd_bwd(representations.pixel_mse), "nhwc_views": loss_fwd_bwd(mse_nhwc_views)},
+            repeats,
+        ),
+        "crop_fast_update_ms": {},
+    }
+    for agent_name in agents:
+        result["crop_fast_update_ms"][agent_name] = update_with_each_mse(agent_name, repeats)
+    return result
+
+
+def update_with_each_mse(agent_name: str, repeats: int) -> dict[str, float]:
+    """Milliseconds per fast-path update of ``agent_name`` with random crop, each MSE form in alternating rounds."""
+    forms = {"as_stored": representations.pixel_mse, "nhwc_views": mse_nhwc_views}
+    agent = build(agent_name, "fast", "cpu", "crop")
+    replay = filled_replay(side=render_size(config(agent_name, "fast", "crop")))
+    rng = np.random.default_rng(0)
+    batches = [replay.sample(BATCH, rng, target_offset=agent.target_offset) for _ in range(2)]
+    steps = [0]
+
+    def update(form: str) -> Callable[[], object]:
+        def run() -> object:
+            representations.pixel_mse = forms[form]  # the objectives look the name up at call time
+            steps[0] += 1
+            return agent.update(batches[steps[0] % 2], steps[0])
+
+        return run
+
+    try:
+        return alternate({form: update(form) for form in forms}, repeats)
+    finally:
+        representations.pixel_mse = forms["as_stored"]
+
+
 def pixels(repeats: int) -> dict:
     obs = torch.randint(0, 256, (BATCH, *OBS_SHAPE), dtype=torch.uint8)
 
@@ -175,20 +230,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agent", default="sac_ae")
     parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--only", nargs="+", choices=list(LEVERS), help="measure only these levers")
     args = parser.parse_args()
     keep_freed_memory()
-    result = {
-        "agent": args.agent,
-        "batch_size": BATCH,
-        "torch_threads": torch.get_num_threads(),
-        "structure_and_precision": structure_and_precision(args.agent, args.repeats),
-        "memory_layout_bf16": memory_layout(args.repeats),
-        "adam": adam(args.repeats),
-        "pixels": pixels(args.repeats),
-        "allocator_fast_path": allocator(args.agent, args.repeats),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
+    result: dict = {"agent": args.agent, "batch_size": BATCH, "torch_threads": torch.get_num_threads()}
+    for name in args.only or LEVERS:
+        result[name] = LEVERS[name](args)
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result, indent=2))
+
+
+LEVERS: dict[str, Callable[[argparse.Namespace], dict]] = {
+    "structure_and_precision": lambda a: structure_and_precision(a.agent, a.repeats),
+    "memory_layout_bf16": lambda a: memory_layout(a.repeats),
+    "adam": lambda a: adam(a.repeats),
+    "pixels": lambda a: pixels(a.repeats),
+    "allocator_fast_path": lambda a: allocator(a.agent, a.repeats),
+    "pixel_mse_layout": lambda a: pixel_mse_layout(a.repeats),
+}
+"""Each lever's measurement, by its key in the printed JSON (in that order)."""
 
 
 if __name__ == "__main__":
