@@ -53,6 +53,7 @@ SETTINGS: dict[str, list[str]] = {
     "k8-mix1": ["--keypoints", "8", "--mix-layers", "1"],
     "k8-mix1-11k": ["--keypoints", "8", "--mix-layers", "1", "--steps", "11000"],
     "k16-mix1": ["--keypoints", "16", "--mix-layers", "1"],
+    "k8-mix1-sigma0.05": ["--keypoints", "8", "--mix-layers", "1", "--sigma", "0.05"],
 }
 """The poster's IMM (K = 3, sigma 0.1, MSE, Adam 1e-3, batch 32, 4,500 updates unless ``--steps`` says otherwise)
 and changes from it, not all of them in docs/keypoints.md's table yet. ``--mix-layers`` sets how far the renderer
