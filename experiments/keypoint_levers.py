@@ -15,6 +15,11 @@ The two datasets come from `kprl collect` (different seeds, so no state is share
     kprl collect --task cartpole_swingup --env-steps 40000 --time-limit 1 --start any --seed 5 --out data/cartpole_start_any
     python experiments/keypoint_levers.py poster k8 --seeds 1 [--out runs/imm-levers] [--threads 2]
 
+Runs made apart (two processes side by side, each with its own ``--out``) become one study, with a mean +- std row
+for every setting with several seeds, without training anything:
+
+    python experiments/keypoint_levers.py --merge runs/levers-a/levers.json runs/levers-b/levers.json
+
 A setting ``NAME@TRAIN_DATA`` trains on another dataset, e.g. ``poster@data/cartpole`` (random-policy episodes) or
 ``k8-mix1@data/cartpole_any_short_s1``, episodes of 0.4 s from any state. In one-second episodes the pole swings
 towards hanging, so upright frames are rare (in the test set, 69 of 1,078 frames lie within 22.5 degrees of upright,
@@ -29,6 +34,7 @@ import argparse
 import csv
 import json
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +108,23 @@ def study(setting: str, seed: int, opts: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def seed_summary(setting: str, rows: list[dict[str, Any]]) -> str:
+    """A table row over one setting's seeds: errors as mean +- std over seeds, bins as means, minutes as a range."""
+    def spread(key: str) -> str:
+        values = [r[key] for r in rows]
+        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+    bins = " | ".join(f"{statistics.mean(r['pole_tip_by_bin'][b] for r in rows):.2f}" for b in BINS)
+    minutes = sorted(r["train_minutes"] for r in rows)
+    seeds = ", ".join(str(r["seed"]) for r in rows)
+    return (
+        f"| {setting}, seeds {seeds} | {len(rows)} seeds | {minutes[0]}–{minutes[-1]} | {bins} | {spread('cart')} | "
+        f"{spread('pole_tip')} | {spread('mean')} | {spread('mean_both_in_view')} |"
+    )
+
+
 def table(rows: list[dict[str, Any]]) -> str:
+    """One line per run, then a mean +- std line for every setting that has two or more seeds."""
     head = "| setting | seed | minutes | " + " | ".join(BINS) + " | cart | pole tip | mean | both in view |"
     lines = [head, "|" + "---|" * (7 + len(BINS))]
     for r in rows:
@@ -111,13 +133,32 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['setting']} | {r['seed']} | {r['train_minutes']} | {bins} | {r['cart']:.2f} | "
             f"{r['pole_tip']:.2f} | {r['mean']:.2f} | {r['mean_both_in_view']:.2f} |"
         )
+    by_setting: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_setting.setdefault(r["setting"], []).append(r)
+    lines += [seed_summary(name, group) for name, group in by_setting.items() if len(group) > 1]
     return "\n".join(lines)
+
+
+def merge(paths: list[Path]) -> dict[str, Any]:
+    """The rows of several levers.json files (runs made apart, e.g. side by side) as one study: the latest file's
+    row wins where two hold the same setting and seed."""
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    machines, tests = set(), set()
+    for path in paths:
+        study_json = json.loads(path.read_text())
+        machines.add(study_json["machine"])
+        tests.add(study_json["test_data"])
+        merged.update({(r["setting"], r["seed"]): r for r in study_json["rows"]})
+    rows = sorted(merged.values(), key=lambda r: (r["setting"], r["seed"]))
+    return {"machine": " / ".join(sorted(machines)), "test_data": " / ".join(sorted(tests)), "rows": rows,
+            "table": table(rows), "merged_from": [str(p) for p in paths]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "settings", nargs="+", help=f"names from {', '.join(SETTINGS)}, optionally NAME@TRAIN_DATA"
+        "settings", nargs="*", help=f"names from {', '.join(SETTINGS)}, optionally NAME@TRAIN_DATA"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--train", type=Path, default=Path("data/cartpole_any_s1"))
@@ -125,7 +166,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/imm-levers"))
     parser.add_argument("--steps", type=int, default=4500)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", metavar="LEVERS_JSON",
+        help="train nothing: print one study (with per-setting seed summaries) from these levers.json files",
+    )
     opts = parser.parse_args()
+    if opts.merge:
+        print(json.dumps(merge(opts.merge), indent=2))
+        return
+    if not opts.settings:
+        parser.error("name at least one setting, or --merge LEVERS_JSON ...")
     unknown = [s for s in opts.settings if s.partition("@")[0] not in SETTINGS]
     if unknown:
         parser.error(f"unknown setting {unknown[0]!r}; choose from {', '.join(SETTINGS)}")
