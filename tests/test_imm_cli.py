@@ -91,6 +91,25 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(squares: Path, tmp_path
     assert [r.split(",")[:2] for r in rows("straight")] == [r.split(",")[:2] for r in rows("resumed")]
 
 
+def test_separation_loss_is_logged_beside_the_mse_and_resumes_exactly(squares: Path, tmp_path: Path) -> None:
+    def cfg(run: str, steps: int) -> C.IMMTrainConfig:
+        c = tiny_cfg(squares, tmp_path / run, steps)
+        c.model.separation_weight = 0.1
+        return c
+
+    train_imm(cfg("straight", 10), quiet=True)
+    rows = (tmp_path / "straight" / "train.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert header[:3] == ["step", "loss", "separation_loss"]
+    assert all(0 <= float(r.split(",")[2]) <= 1 for r in rows[1:])
+    train_imm(cfg("resumed", 5), quiet=True)
+    train_imm(cfg("resumed", 10), quiet=True)
+    a, b = load_imm(tmp_path / "straight").model.state_dict(), load_imm(tmp_path / "resumed").model.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert load_imm(tmp_path / "resumed").model.cfg.separation_weight == 0.1
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -100,6 +119,8 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(squares: Path, tmp_path
         (["--image-size", "64"], "larger than the dataset"),
         (["--val-fraction", "1.5"], "--val-fraction"),
         (["--norm", "group"], "norm"),
+        (["--separation-weight", "-1"], "--separation-weight must be >= 0"),
+        (["--separation-sigma", "0"], "--separation-sigma must be > 0"),
     ],
 )
 def test_bad_imm_options_are_one_line_errors(

@@ -7,6 +7,7 @@ import torch
 from kprl.config import IMMConfig
 from kprl.imm.pairs import PairSampler, centre_offset, crop_frames, crop_windows
 from kprl.nets.imm import IMM, KeypointHead
+from kprl.nets.keypoints import temporal_separation_loss
 
 
 def frames(batch: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -41,6 +42,27 @@ def test_loss_trains_keynet_only_through_the_generator() -> None:
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
     assert model.keynet.head.score.weight.grad.abs().sum() > 0
     assert model.keynet.trunk.convs[0].weight.grad.abs().sum() > 0
+
+
+def test_training_loss_is_the_mse_alone_unless_separation_is_weighted() -> None:
+    torch.manual_seed(0)
+    source, target = frames(4, 32), frames(4, 32, 1)
+    model = IMM(IMMConfig(keypoints=3, num_conv_layers=2, num_filters=8), 32)
+    total, parts = model.training_loss(source, target)
+    torch.testing.assert_close(total, model.loss(source, target)[0])
+    assert set(parts) == {"reconstruction"}
+
+    model.cfg = IMMConfig(keypoints=3, num_conv_layers=2, num_filters=8, separation_weight=0.5, separation_sigma=0.2)
+    total, parts = model.training_loss(source, target)
+    torch.testing.assert_close(parts["reconstruction"], model.loss(source, target)[0])
+    kp_source, kp_target = model.keynet(source).coords, model.keynet(target).coords
+    expected = temporal_separation_loss(torch.stack([kp_source, kp_target], dim=1), 0.2)
+    torch.testing.assert_close(parts["separation"], expected)
+    torch.testing.assert_close(total, parts["reconstruction"] + 0.5 * expected)
+    # The separation term alone trains KeyNet (through both frames' keypoints) and leaves GenNet alone.
+    parts["separation"].backward()
+    assert model.keynet.head.score.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.gennet.parameters())
 
 
 def test_keypoint_head_as_encoder_head_gives_flat_coordinates() -> None:

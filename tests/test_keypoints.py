@@ -1,5 +1,7 @@
 """Exact checks of the keypoint bottleneck: score maps -> marginals -> (x, y) -> Gaussian maps, and pixel maps."""
 
+import math
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from kprl.nets.keypoints import (
     gaussian_maps,
     keypoints_from_scores,
     marginals,
+    temporal_separation_loss,
     to_pixels,
 )
 
@@ -102,3 +105,37 @@ def test_bf16_scores_give_fp32_marginals_close_to_fp32() -> None:
     b = keypoints_from_scores(scores.bfloat16()).coords
     assert b.dtype == torch.float32
     torch.testing.assert_close(a, b, atol=0.05, rtol=0)
+
+
+def test_separation_loss_is_one_for_keypoints_moving_alike_and_near_zero_for_different_motions() -> None:
+    start = torch.tensor([[-0.5, 0.0], [0.5, 0.0], [0.0, 0.5]])
+    shift = torch.tensor([0.3, -0.2])
+    alike = torch.stack([start, start + shift])[None]  # [1, T=2, K=3, 2]: one translation, offsets apart
+    assert temporal_separation_loss(alike, 0.1).item() == pytest.approx(1.0)
+    assert temporal_separation_loss(torch.stack([start, start])[None], 0.1).item() == pytest.approx(1.0)
+    apart = torch.stack([start, start + torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, -1.0]])])[None]
+    # centred motions differ by 0.5 (keypoint 0 against 1 and 2) and 0.5 * sqrt(2) (1 against 2)
+    expected = (4 * math.exp(-0.25 / 0.02) + 2 * math.exp(-0.5 / 0.02)) / 6
+    assert temporal_separation_loss(apart, 0.1).item() == pytest.approx(expected, rel=1e-4) and expected < 1e-5
+
+
+def test_separation_loss_matches_its_definition_and_pushes_alike_motions_apart() -> None:
+    g = torch.Generator().manual_seed(0)
+    traj = torch.rand(4, 3, 2, 2, generator=g) * 0.2  # B=4, T=3, K=2
+    centred = traj - traj.mean(dim=1, keepdim=True)
+    d = (centred[:, :, 0] - centred[:, :, 1]).square().sum(-1).mean(dim=1)  # [B]
+    expected = torch.exp(-d / (2 * 0.05**2)).mean()  # the two ordered pairs (0, 1), (1, 0) are equal
+    torch.testing.assert_close(temporal_separation_loss(traj, 0.05), expected)
+    moving = traj.clone().requires_grad_(True)
+    loss = temporal_separation_loss(moving, 0.05)
+    loss.backward()
+    with torch.no_grad():
+        assert temporal_separation_loss(moving - 1e-3 * moving.grad / moving.grad.norm(), 0.05) < loss
+
+
+def test_separation_loss_of_one_keypoint_is_zero_and_bad_input_is_rejected() -> None:
+    assert temporal_separation_loss(torch.rand(2, 3, 1, 2), 0.1).item() == 0.0
+    with pytest.raises(ValueError, match="sigma"):
+        temporal_separation_loss(torch.rand(2, 3, 2, 2), 0.0)
+    with pytest.raises(ValueError, match="B, T, K, 2"):
+        temporal_separation_loss(torch.rand(2, 3, 2), 0.1)

@@ -172,6 +172,13 @@ class IMMConfig:
     background is then copied rather than re-drawn from 35 x 35 maps, so the loss concentrates on what moved."""
     lr: float = 1e-3
     """Adam learning rate (the poster: 1e-3; its follow-up found 2e-4 better)."""
+    separation_weight: float = 0.0
+    """Weight of the temporal separation loss (Minderer et al. 2019) added to the MSE: it charges keypoints of
+    the source and target frame that move alike, so that two keypoints do not follow one object. 0 (the poster)
+    turns it off; with it on, KeyNet also sees the source frame."""
+    separation_sigma: float = 0.1
+    """Distance scale of the separation loss in [-1, 1] coordinates: keypoints whose motions differ by much more
+    than this cost nothing (Minderer et al.: 0.1)."""
 
 
 @dataclass
@@ -517,6 +524,14 @@ def validate_imm_model(model: IMMConfig, image_size: int) -> None:
     _check(model.num_filters >= 1, f"--num-filters must be >= 1, got {model.num_filters}")
     _check(model.mix_layers >= 1, f"--mix-layers must be >= 1, got {model.mix_layers}")
     _check(math.isfinite(model.lr) and model.lr > 0, f"--lr must be > 0, got {model.lr}")
+    _check(
+        math.isfinite(model.separation_weight) and model.separation_weight >= 0,
+        f"--separation-weight must be >= 0, got {model.separation_weight}",
+    )
+    _check(
+        math.isfinite(model.separation_sigma) and model.separation_sigma > 0,
+        f"--separation-sigma must be > 0, got {model.separation_sigma}",
+    )
     _check(
         image_size >= 2 * model.num_conv_layers + 8,
         f"--image-size {image_size} is too small for {model.num_conv_layers} conv layers",

@@ -2,7 +2,8 @@
 
 Episodes are split into training and validation sets (by episode, so no frame of a validation episode is ever
 trained on). Every update draws pairs of frames of one training episode (`kprl.imm.pairs`), random-crops them with
-one window per pair, and minimises the IMM reconstruction MSE. Every ``eval_every`` updates the validation loss
+one window per pair, and minimises the IMM reconstruction MSE (plus, with ``--separation-weight``, the
+temporal separation loss; train.csv's ``loss`` is the MSE alone). Every ``eval_every`` updates the validation loss
 is measured on a fixed set of centre-cropped validation pairs, together with the landmark error of a ridge
 regressor from keypoints to the true landmarks (fitted on training frames, scored on validation frames; see
 `kprl.analysis.landmarks`). Logs, checkpoints and resume work as for agents: rerunning the same command
@@ -266,6 +267,7 @@ class IMMTrainer:
         self._t0 = time.perf_counter()
         speed = Throughput(self.step)
         losses: list[torch.Tensor] = []
+        separations: list[torch.Tensor] = []
         last_eval: dict[str, Any] = {}
         self.model.train()
         if self.step == 0:
@@ -273,31 +275,31 @@ class IMMTrainer:
         while self.step < cfg.steps:
             source, target = self._batch()
             with self._autocast():
-                loss, _ = self.model.loss(source, target)
+                loss, parts = self.model.training_loss(source, target)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.step += 1
-            losses.append(loss.detach())
+            losses.append(parts["reconstruction"].detach())
+            if "separation" in parts:
+                separations.append(parts["separation"].detach())
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 # One host sync per log line, not per update (it would stall a GPU).
                 mean_loss = float(torch.stack(losses).float().mean())
                 if not math.isfinite(mean_loss):
                     raise TrainingError(f"IMM loss became {mean_loss} by step {self.step}; try a lower --lr")
                 rate = speed.update(self.step)
-                self.logger.log_train(
-                    {
-                        "step": self.step,
-                        "loss": mean_loss,
-                        "pairs_per_second": round(rate * cfg.batch_size, 2),
-                        "wall_hours": round((self.wall_seconds + self._elapsed()) / 3600, 5),
-                    }
-                )
+                row = {"step": self.step, "loss": mean_loss}
+                if separations:
+                    row["separation_loss"] = float(torch.stack(separations).mean())
+                row["pairs_per_second"] = round(rate * cfg.batch_size, 2)
+                row["wall_hours"] = round((self.wall_seconds + self._elapsed()) / 3600, 5)
+                self.logger.log_train(row)
                 self.logger.print(
                     f"step {self.step}/{cfg.steps}  loss {mean_loss:.5f}  {rate:.2f} updates/s"
                     f"  eta {format_seconds((cfg.steps - self.step) / rate if rate > 0 else None)}"
                 )
-                losses = []
+                losses, separations = [], []
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                 last_eval = self._evaluate()
                 errors = [f"{k.split('/', 1)[1]} {v:.2f}" for k, v in last_eval.items() if k.startswith("error/")]

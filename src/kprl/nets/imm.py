@@ -12,7 +12,9 @@ Architecture (sized for 84 px DMC frames on a CPU; see docs/keypoints.md for how
   KeyNet", the poster).
 - GenNet = its own conv trunk on the source frame; its maps concatenated with the K Gaussian maps; two 3x3 convs;
   then the mirror of the trunk (3x3 transposed convs, the last with stride 2) back to a 3-channel image.
-- Loss: mean squared error between the generated and the target frame, both in [-0.5, 0.5] (frame / 255 - 0.5).
+- Loss: mean squared error between the generated and the target frame, both in [-0.5, 0.5] (frame / 255 - 0.5);
+  optionally plus Minderer et al.'s temporal separation loss on the source and target keypoints
+  (`IMM.training_loss`), which charges keypoints that move alike.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from torch import nn
 
 from kprl.config import IMMConfig
 from kprl.nets.encoder import ConvTrunk, norm_layer, weight_init
-from kprl.nets.keypoints import gaussian_maps, keypoints_from_scores, to_pixels
+from kprl.nets.keypoints import gaussian_maps, keypoints_from_scores, temporal_separation_loss, to_pixels
 
 
 class KeypointOutput(NamedTuple):
@@ -203,3 +205,20 @@ class IMM(nn.Module):
         loss, which needs pretrained VGG weights this project does not download)."""
         out = self(source, target)
         return F.mse_loss(out.generated.float(), centred_frames(target)), out
+
+    def training_loss(self, source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss training minimises and its parts: ``reconstruction`` (the MSE of :meth:`loss`) and, when
+        ``cfg.separation_weight`` > 0, ``separation``: `kprl.nets.keypoints.temporal_separation_loss` of each
+        pair's two-frame trajectory (source keypoints, target keypoints), added with that weight. KeyNet then
+        sees source and target in one batch; only the target's keypoints reach the generator."""
+        weight = self.cfg.separation_weight
+        if weight <= 0:
+            mse, _ = self.loss(source, target)
+            return mse, {"reconstruction": mse}
+        b = source.shape[0]
+        kp = self.keynet(torch.cat([source, target]))
+        generated = self.gennet(source, kp.gauss_maps[b:])
+        mse = F.mse_loss(generated.float(), centred_frames(target))
+        trajectories = torch.stack([kp.coords[:b], kp.coords[b:]], dim=1).float()  # [B, 2, K, 2]
+        separation = temporal_separation_loss(trajectories, self.cfg.separation_sigma)
+        return mse + weight * separation, {"reconstruction": mse, "separation": separation}

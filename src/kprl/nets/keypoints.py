@@ -101,3 +101,27 @@ def from_pixels(points: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Inverse of `to_pixels`: pixel (x, y) -> normalised (x, y)."""
     scale = points.new_tensor([max(width - 1, 1) / 2.0, max(height - 1, 1) / 2.0])
     return (points - 0.5) / scale - 1.0
+
+
+def temporal_separation_loss(trajectories: torch.Tensor, sigma: float) -> torch.Tensor:
+    """How alike the keypoints' motions are: 0 when every two keypoints move differently, 1 when all move alike.
+
+    Minderer et al. 2019 ("Unsupervised Learning of Object Structure and Dynamics from Videos", Sec. 3.2, the
+    temporal separation loss): each keypoint's trajectory ``trajectories`` [B, T, K, 2] is centred on its mean
+    over time, the squared distance between two centred trajectories is averaged over time, ``d_kl``, and the loss
+    is the mean over pairs k != l of exp(-d_kl / (2 sigma^2)), averaged over the batch. Two keypoints that follow
+    one object (or both stand still) have d = 0 and cost 1 each; keypoints on parts that move differently, such as
+    the cart and the tip of a swinging pole, cost nearly 0. ``sigma`` is in the coordinates' units."""
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    if trajectories.dim() != 4 or trajectories.shape[-1] != 2:
+        raise ValueError(f"trajectories must be [B, T, K, 2], got shape {tuple(trajectories.shape)}")
+    k = trajectories.shape[2]
+    if k < 2:
+        return trajectories.new_zeros(())
+    centred = trajectories - trajectories.mean(dim=1, keepdim=True)
+    distances = (centred[:, :, :, None] - centred[:, :, None, :]).square().sum(-1).mean(dim=1)  # [B, K, K]
+    similarity = torch.exp(-distances / (2.0 * sigma * sigma)).mean(dim=0)
+    # Summing off the diagonal, rather than subtracting its K ones, keeps small losses exact in fp32.
+    off_diagonal = ~torch.eye(k, dtype=torch.bool, device=similarity.device)
+    return similarity[off_diagonal].mean()
