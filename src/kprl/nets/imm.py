@@ -209,16 +209,11 @@ class IMM(nn.Module):
     def training_loss(self, source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss training minimises and its parts: ``reconstruction`` (the MSE of :meth:`loss`) and, when
         ``cfg.separation_weight`` > 0, ``separation``: `kprl.nets.keypoints.temporal_separation_loss` of each
-        pair's two-frame trajectory (source keypoints, target keypoints), added with that weight. KeyNet then
-        sees source and target in one batch; only the target's keypoints reach the generator."""
-        weight = self.cfg.separation_weight
-        if weight <= 0:
-            mse, _ = self.loss(source, target)
+        pair's two-frame trajectory (source keypoints, target keypoints), added with that weight. Only the
+        target's keypoints reach the generator; the source's are found for this loss alone."""
+        mse, out = self.loss(source, target)
+        if self.cfg.separation_weight <= 0:
             return mse, {"reconstruction": mse}
-        b = source.shape[0]
-        kp = self.keynet(torch.cat([source, target]))
-        generated = self.gennet(source, kp.gauss_maps[b:])
-        mse = F.mse_loss(generated.float(), centred_frames(target))
-        trajectories = torch.stack([kp.coords[:b], kp.coords[b:]], dim=1).float()  # [B, 2, K, 2]
+        trajectories = torch.stack([self.keynet(source).coords, out.keypoints.coords], dim=1).float()  # [B, 2, K, 2]
         separation = temporal_separation_loss(trajectories, self.cfg.separation_sigma)
-        return mse + weight * separation, {"reconstruction": mse, "separation": separation}
+        return mse + self.cfg.separation_weight * separation, {"reconstruction": mse, "separation": separation}
