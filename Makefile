@@ -47,8 +47,9 @@ bench: $(STAMP)
 # where it stands; copy the runs' logs into results/ and regenerate the report (commit them before the machine goes).
 GRID  ?= experiments/cartpole_100k.toml
 HOURS ?= 2.5
+FILL  ?= 0
 grid: $(STAMP)
-	$(BIN)/kprl grid run $(GRID) --hours $(HOURS)
+	$(BIN)/kprl grid run $(GRID) --hours $(HOURS) $(if $(filter 1,$(FILL)),--fill)
 
 grid-status: $(STAMP)
 	$(BIN)/kprl grid status $(GRID)
