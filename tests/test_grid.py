@@ -14,10 +14,11 @@ import pytest
 from tiny import tiny_args
 
 import kprl
+from kprl import config as C
 from kprl.errors import ConfigError
 from kprl.grid.code import code_id, pin_code, pinned_provenance
 from kprl.grid.commands import harvest_lines, run_what_fits, status_lines
-from kprl.grid.estimate import observed_hours, observed_hours_per_env_step
+from kprl.grid.estimate import CalibrationCache, observed_hours, observed_hours_per_env_step
 from kprl.grid.harvest import harvest
 from kprl.grid.jobs import GridHome, Launch, is_alive, progress, with_threads
 from kprl.grid.queue import JobState, grid_states, plan
@@ -257,3 +258,13 @@ def test_a_resumed_job_takes_the_threads_this_machine_plans_for_it() -> None:
     assert with_threads(argv, 2) == ["train", "--agent", "sac_imm", "--threads", "2", "--seed", "1"]
     assert argv[4] == "1"  # the launch record's command is not edited in place
     assert with_threads(["train"], 2) == ["train", "--threads", "2"]
+
+
+def test_calibration_is_reused_when_only_checkpointing_or_logging_changes() -> None:
+    base = C.TrainConfig()
+    same = C.TrainConfig(checkpoint_every=2000, keep_checkpoints=3, log_every=500, seed=4)
+    other = C.TrainConfig(batch_size=64)
+    key = CalibrationCache.key
+    assert key("m", base, 1) == key("m", same, 1)
+    assert key("m", base, 1) != key("m", other, 1)
+    assert key("m", base, 1) != key("m", base, 2)

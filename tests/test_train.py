@@ -89,6 +89,21 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> N
     assert summary["env_steps"] == 200 and (part / "eval.csv").read_text() == before
 
 
+def test_resume_may_checkpoint_more_often_and_computes_the_same(tmp_path: Path) -> None:
+    settings = dict(env_steps=280, log_every=40, keep_checkpoints=10)
+    full = tmp_path / "full"
+    train(tiny_config(full, **settings), quiet=True)
+    part = tmp_path / "part"
+    train(tiny_config(part, **{**settings, "env_steps": 120, "checkpoint_every": 400}), quiet=True)
+    assert checkpoint_steps(part) == [120]  # only the final one
+    train(tiny_config(part, **{**settings, "checkpoint_every": 40}), quiet=True)
+    assert checkpoint_steps(part) == [120, 160, 200, 240, 280]
+    cols = ("env_step", "episode_return")
+    expect = [[r[c] for c in cols] for r in read_rows(full / "eval.csv")]
+    got = [[r[c] for c in cols] for r in read_rows(part / "eval.csv")]
+    assert [row for row in got if row[0] != "120"] == expect
+
+
 def test_killed_run_resumes_without_duplicate_or_missing_rows(tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = ["train", *tiny_args(env_steps=400), "--run-dir", str(run)]

@@ -209,7 +209,7 @@ class IMMTrainConfig:
     """Fixed validation pairs on which the validation loss is measured."""
     eval_every: int = 500
     """Measure validation loss (and landmark error) every this many updates."""
-    checkpoint_every: int = 500
+    checkpoint_every: int = field(default=500, metadata=RESUMABLE)
     """Write a resumable checkpoint every this many updates."""
     log_every: int = field(default=50, metadata=RESUMABLE)
     """Write a train.csv row every this many updates."""
@@ -298,8 +298,9 @@ class TrainConfig:
     """Evaluate every this many environment steps (and at the start and the end)."""
     eval_episodes: int = field(default=10, metadata=EXECUTION)
     """Episodes per evaluation (deterministic policy: the mean action)."""
-    checkpoint_every: int = field(default=10_000, metadata=EXECUTION)
-    """Write a resumable checkpoint (with the replay buffer) every this many environment steps."""
+    checkpoint_every: int = field(default=10_000, metadata=RESUMABLE)
+    """Write a resumable checkpoint (with the replay buffer) every this many environment steps. A killed run loses
+    what it did since its last checkpoint; a resumed run may checkpoint more or less often (it computes the same)."""
     keep_checkpoints: int = field(default=1, metadata=RESUMABLE)
     """How many of the newest checkpoints to keep. Each holds the networks, target networks and optimiser moments
     (~145 MB for sac_ae) and the replay buffer (~21 KB per stored 84 px frame, 30 KB at 100 px: ~265 / 375 MB at

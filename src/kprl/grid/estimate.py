@@ -25,6 +25,8 @@ from kprl.runtime.speed import measure_run_hours
 
 SIDE_BY_SIDE_SLOWDOWN = 1.15
 MIN_OBSERVED_ENV_STEPS = 5_000  # span of train.csv rows a rate is read from
+# Options a calibration does not depend on: a cached measurement stays valid when only these change.
+IGNORED_BY_SPEED = frozenset({"run_dir", "seed", "threads", "checkpoint_every", "keep_checkpoints", "log_every"})
 
 
 def _runtime_records(run_dir: Path) -> list[dict]:
@@ -89,7 +91,7 @@ class CalibrationCache:
 
     @staticmethod
     def key(machine: str, cfg: C.TrainConfig, threads: int) -> str:
-        options = {k: v for k, v in C.flatten(cfg).items() if k not in ("run_dir", "seed", "threads")}
+        options = {k: v for k, v in C.flatten(cfg).items() if k not in IGNORED_BY_SPEED}
         return json.dumps([machine, threads, options], sort_keys=True, default=str)
 
     def hours(self, machine: str, cfg: C.TrainConfig, threads: int, cores: int) -> float:

@@ -264,6 +264,8 @@ class Workspace:
         self._record_runtime()
         if resumed:
             self.logger.print(f"resuming {self.run_dir} from env step {s.env_step}")
+            # --checkpoint-every may differ from the attempt that wrote the checkpoint.
+            s.next_checkpoint = (s.env_step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
         else:
             s.next_checkpoint = cfg.checkpoint_every
             self.logger.config(C.to_dict(cfg))
