@@ -169,6 +169,7 @@ def test_every_start_records_its_machine_threads_and_code(squares: Path, tmp_pat
     for start in starts:
         assert start["device"] == "cpu" and start["precision"] in ("fp32", "bf16") and start["machine"]
         assert start["kprl_version"] == kprl.__version__ and start["torch"] == torch.__version__
+        assert set(start["cpu"]) == {"vendor", "family", "model", "flags"}
 
 
 def test_imm_command_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -36,7 +36,13 @@ from kprl.runtime.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from kprl.runtime.hardware import describe_machine, keep_freed_memory, resolve_device, resolve_precision
+from kprl.runtime.hardware import (
+    cpu_identity,
+    describe_machine,
+    keep_freed_memory,
+    resolve_device,
+    resolve_precision,
+)
 from kprl.runtime.logger import RunLogger, Throughput
 from kprl.runtime.progress import format_seconds
 from kprl.runtime.provenance import record_start
@@ -170,6 +176,7 @@ class IMMTrainer:
             self.run_dir,
             step=self.step,
             machine=describe_machine(self.device),
+            cpu=cpu_identity(),
             device=str(self.device),
             threads=torch.get_num_threads(),
             precision=self.precision,

@@ -32,7 +32,13 @@ from kprl.runtime.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from kprl.runtime.hardware import describe_machine, keep_freed_memory, peak_rss_mib, resolve_device
+from kprl.runtime.hardware import (
+    cpu_identity,
+    describe_machine,
+    keep_freed_memory,
+    peak_rss_mib,
+    resolve_device,
+)
 from kprl.runtime.logger import RunLogger, Throughput, WandbSink
 from kprl.runtime.progress import RunEta, Stopwatch, Task, format_seconds
 from kprl.runtime.provenance import record_start
@@ -223,6 +229,7 @@ class Workspace:
             self.run_dir,
             env_step=self.state.env_step,
             machine=describe_machine(self.device),
+            cpu=cpu_identity(),
             device=str(self.device),
             threads=torch.get_num_threads(),
             precision=self.agent.precision,

@@ -56,6 +56,30 @@ def cpu_flags() -> set[str]:
     return set((_cpuinfo("flags", "Features") or "").split())
 
 
+# The instruction sets that decide a CPU's speed here: fp32 vector width, and native bf16 (docs/performance.md).
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "bf16", "sve")
+
+
+def cpu_identity() -> dict[str, str | int | list[str] | None]:
+    """The CPU's vendor, family and model numbers, and which of :data:`SPEED_FLAGS` it has. A VM's model name may say
+    only "AMD EPYC"; family and model tell its generation (docs/performance.md has the table), so a run's record
+    says which CPU it ran on even then. Fields are None where /proc/cpuinfo does not give them."""
+
+    def number(key: str) -> int | None:
+        value = _cpuinfo(key)
+        try:
+            return int(value, 0) if value is not None else None
+        except ValueError:
+            return None
+
+    return {
+        "vendor": _cpuinfo("vendor_id", "CPU implementer"),
+        "family": number("cpu family"),
+        "model": number("model"),
+        "flags": [flag for flag in SPEED_FLAGS if flag in cpu_flags()],
+    }
+
+
 def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "bf16"]:
     """``auto`` -> bf16 where :func:`native_bf16`, else fp32; ``fp32``/``bf16`` as given."""
     if precision == "auto":
