@@ -170,6 +170,9 @@ def test_a_job_runs_in_the_background_resumes_with_its_code_and_is_harvested(tmp
     wait_for(lambda: not is_alive(first))
     state = grid_states(grid, home)[0]
     assert state.state == "interrupted" and not progress(run_dir).finished
+    assert state.checkpoint == state.resume_step == max(checkpoint_steps(run_dir))
+    (line,) = [line for line in status_lines(grid, home) if "a-s1" in line]
+    assert f"checkpoint {state.checkpoint};" in line
 
     # Harvested while unfinished: marked so, and the report needs no finished run.
     harvest(grid, home)

@@ -29,7 +29,8 @@ def this_machine() -> str:
 
 
 def status_lines(grid: Grid, home: GridHome) -> list[str]:
-    """One line per job: state, env steps, machine; then the counts per state."""
+    """One line per job: state, env steps, machine (for a running or interrupted job also its newest checkpoint,
+    where a kill now would resume from); then the counts per state."""
     states = grid_states(grid, home)
     width = max(len(s.job.name) for s in states)
     lines = [f"{grid.name}: {len(states)} jobs (grid home {home.root / grid.name}, results {grid.results})"]
@@ -37,7 +38,8 @@ def status_lines(grid: Grid, home: GridHome) -> list[str]:
         steps = f"{s.env_step:>7d}/{s.env_steps or grid.config(s.job.row.name).env_steps}" if s.env_step else ""
         where = ""
         if s.launch is not None and s.state in ("running", "interrupted"):
-            where = f"{s.launch.host}, {s.launch.threads} threads, {s.machine}"
+            saved = f"checkpoint {s.checkpoint}" if s.checkpoint is not None else "no checkpoint yet"
+            where = f"{saved}; {s.launch.host}, {s.launch.threads} threads, {s.machine}"
         elif s.machine:
             where = s.machine
         lines.append(f"  {s.job.name:<{width}}  {s.state:<11}  {steps:<15}  {where}".rstrip())

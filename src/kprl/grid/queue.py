@@ -35,6 +35,8 @@ class JobState:
     launch: Launch | None = None
     resume_step: int = 0
     """The env step a run of it here starts from: its newest checkpoint if interrupted here, else 0."""
+    checkpoint: int | None = None
+    """The env step of its newest checkpoint here (running or interrupted): what survives a kill now."""
 
     @property
     def fraction_left(self) -> float:
@@ -59,7 +61,7 @@ def job_state(grid: Grid, home: GridHome, job: Job) -> JobState:
     here = progress(run_dir)
     machine = launch.machine if launch else ""
     if launch is not None and is_alive(launch):
-        return JobState(job, "running", here.env_step, here.env_steps, machine, launch)
+        return JobState(job, "running", here.env_step, here.env_steps, machine, launch, checkpoint=here.checkpoint)
     if here.finished:
         return JobState(job, "done", here.env_step, here.env_steps, machine, launch)
     harvested = harvested_status(grid, job)
@@ -67,7 +69,8 @@ def job_state(grid: Grid, home: GridHome, job: Job) -> JobState:
         return JobState(job, "done", int(harvested.get("last_env_step", 0)), harvested.get("env_steps"),
                         str(harvested.get("machine", "")))  # fmt: skip
     if run_dir.is_dir() and (run_dir / "config.json").is_file():
-        return JobState(job, "interrupted", here.env_step, here.env_steps, machine, launch, here.checkpoint or 0)
+        return JobState(job, "interrupted", here.env_step, here.env_steps, machine, launch, here.checkpoint or 0,
+                        here.checkpoint)  # fmt: skip
     if harvested:
         return JobState(job, "unfinished", int(harvested.get("last_env_step", 0)), harvested.get("env_steps"),
                         str(harvested.get("machine", "")))  # fmt: skip
