@@ -271,3 +271,33 @@ def test_calibration_is_reused_when_only_checkpointing_or_logging_changes() -> N
     assert key("m", base, 1) == key("m", same, 1)
     assert key("m", base, 1) != key("m", other, 1)
     assert key("m", base, 1) != key("m", base, 2)
+
+
+def test_repin_resumes_with_the_grid_files_options_now_and_refuses_a_changed_method(tmp_path: Path) -> None:
+    stages = '[[stage]]\nrows = ["a"]\nseeds = [1]'
+    grid = load_grid(write_grid(tmp_path, TWO_ROWS, stages))
+    home = GridHome(tmp_path / "home", grid.name)
+    run_what_fits(grid, home, hours=1.0, cores=1, estimate=lambda job, t: 0.01)
+    first = Launch.load(home.record_path("a-s1"))
+    run_dir = home.run_dir("a-s1")
+    wait_for(lambda: bool(checkpoint_steps(run_dir)) and max(checkpoint_steps(run_dir)) >= 160)
+    os.killpg(first.pid, signal.SIGKILL)
+    wait_for(lambda: not is_alive(first))
+    resume_from = max(checkpoint_steps(run_dir))
+
+    changed = load_grid(write_grid(tmp_path, TWO_ROWS, stages, args=[*TINY, "--batch-size", "16"]))
+    lines = run_what_fits(changed, home, hours=1.0, cores=1, estimate=lambda job, t: 0.01, repin=True)
+    assert lines[0].startswith("a-s1: not resumed: the grid file's options differ") and "batch_size" in lines[0]
+    assert Launch.load(home.record_path("a-s1")) == first  # nothing launched, the record kept
+
+    often = tiny_args(without=["threads"], env_steps=400, eval_episodes=1, checkpoint_every=40, keep_checkpoints=20)
+    grid = load_grid(write_grid(tmp_path, TWO_ROWS, stages, args=often))
+    lines = run_what_fits(grid, home, hours=1.0, cores=1, estimate=lambda job, t: 0.01, repin=True)
+    assert lines[0].startswith("a-s1: resume") and "with the code pinned now" in lines[0]
+    second = Launch.load(home.record_path("a-s1"))
+    assert second.run_dir == first.run_dir and second.argv[second.argv.index("--checkpoint-every") + 1] == "40"
+    wait_for(lambda: not is_alive(second))
+    assert grid_states(grid, home)[0].state == "done"
+    assert set(range(resume_from + 40, 401, 40)) <= set(checkpoint_steps(run_dir))
+    evals = [int(r["env_step"]) for r in csv.DictReader(open(run_dir / "eval.csv", newline=""))]
+    assert evals == [0, 80, 160, 240, 320, 400]

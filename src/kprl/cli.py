@@ -107,6 +107,11 @@ class GridRunArgs(GridArgs):
     fill: bool = False
     """When nothing fits, start the next jobs anyway (harvested unfinished; they resume where the grid home
     survives)."""
+    repin: bool = False
+    """Resume interrupted jobs with the code installed now and the grid file's current options, instead of the
+    code and command they started with. Only for a change that does not alter what a run computes (checkpointing,
+    logging, speed): kprl train still refuses a changed method option, and runtime.jsonl records each start's
+    commit."""
 
 
 @dataclass
@@ -483,7 +488,7 @@ def cmd_grid_run(args: list[str]) -> int:
 
     ga, grid, home = _grid_args(GridRunArgs, args, "kprl grid run")
     assert isinstance(ga, GridRunArgs)
-    return _print_lines(grid_commands.run_what_fits(grid, home, ga.hours, ga.fill))
+    return _print_lines(grid_commands.run_what_fits(grid, home, ga.hours, ga.fill, repin=ga.repin))
 
 
 def cmd_grid_harvest(args: list[str]) -> int:

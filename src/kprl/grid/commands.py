@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from kprl import config as C
 from kprl.analysis.report import load_run, split_by_version, write_report
 from kprl.config import PUBLISHED_CURVES
-from kprl.errors import ConfigError
+from kprl.errors import ConfigError, KprlError
 from kprl.grid.code import pin_code, pinned_provenance
 from kprl.grid.estimate import CalibrationCache, machine_key, observed_hours
 from kprl.grid.harvest import foreign_runs, harvest
@@ -71,8 +73,9 @@ def estimator(grid: Grid, home: GridHome, machine: str, cores: int) -> HoursFn:
 
 
 def run_what_fits(grid: Grid, home: GridHome, hours: float, fill: bool = False, cores: int | None = None,
-                  estimate: HoursFn | None = None) -> list[str]:  # fmt: skip
-    """Start (in the background) the jobs that :func:`kprl.grid.queue.plan` picks; lines saying what was done."""
+                  estimate: HoursFn | None = None, repin: bool = False) -> list[str]:  # fmt: skip
+    """Start (in the background) the jobs that :func:`kprl.grid.queue.plan` picks; lines saying what was done.
+    ``repin``: interrupted jobs resume with the code pinned now and the grid file's current options."""
     if not hours > 0:
         raise ConfigError(f"--hours must be > 0, got {hours}")
     cores = usable_cores() if cores is None else cores
@@ -88,13 +91,30 @@ def run_what_fits(grid: Grid, home: GridHome, hours: float, fill: bool = False, 
     lines = []
     for d in decisions:
         previous = d.state.launch if d.state.state == "interrupted" else None
-        if previous is not None and not Path(previous.pythonpath).is_dir():
+        if previous is not None and not repin and not Path(previous.pythonpath).is_dir():
             lines.append(f"{d.state.job.name}: not resumed: its pinned code {previous.pythonpath} is gone")
             continue
-        code = pinned_provenance(Path(previous.pythonpath) if previous else pinned)
-        record = launch(d.state.job, home, pinned, code, d.threads, machine, previous)
-        lines.append(f"{d.state.job.name}: {d.reason}; pid {record.pid}, log {home.log_path(d.state.job.name)}")
+        if previous is not None and repin:
+            diffs = option_differences(grid, d.state.job, Path(previous.run_dir))
+            if diffs:
+                lines.append(f"{d.state.job.name}: not resumed: the grid file's options differ from its run's"
+                             f" ({', '.join(diffs[:4])}); without --repin it resumes with its own")  # fmt: skip
+                continue
+        code = pinned_provenance(Path(previous.pythonpath) if previous and not repin else pinned)
+        record = launch(d.state.job, home, pinned, code, d.threads, machine, previous, repin=repin)
+        reason = f"{d.reason}, with the code pinned now" if previous is not None and repin else d.reason
+        lines.append(f"{d.state.job.name}: {reason}; pid {record.pid}, log {home.log_path(d.state.job.name)}")
     return lines
+
+
+def option_differences(grid: Grid, job: Job, run_dir: Path) -> list[str]:
+    """The method options in which ``job``'s command from the grid file now differs from the run in ``run_dir``
+    (options a resume may change do not count; :func:`kprl.config.config_differences`)."""
+    try:
+        stored = C.to_dict(C.load_json(C.TrainConfig, run_dir / "config.json"))
+    except (OSError, ValueError, KprlError) as exc:
+        return [f"config.json unreadable: {exc}"]
+    return C.config_differences(stored, C.to_dict(dataclasses.replace(grid.config(job.row.name), seed=job.seed)))
 
 
 def export_jobs(grid: Grid, home: GridHome, count: int) -> list[str]:

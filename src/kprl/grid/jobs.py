@@ -170,16 +170,17 @@ def with_threads(argv: list[str], threads: int) -> list[str]:
 
 def launch(
     job: Job, home: GridHome, pythonpath: Path, code: dict[str, Any], threads: int, machine: str,
-    previous: Launch | None = None, python: str = sys.executable,
+    previous: Launch | None = None, python: str = sys.executable, repin: bool = False,
 ) -> Launch:  # fmt: skip
     """Start ``job`` in the background (its own process session, so it outlives this command), or resume it with
-    ``previous``'s command and code. Returns the launch record, already saved."""
-    if previous is not None:
+    ``previous``'s command and code (``repin``: in ``previous``'s run dir with ``job``'s command now and the code at
+    ``pythonpath``). Returns the launch record, already saved."""
+    if previous is not None and not repin:
         # Same command and code; the thread count follows this machine's plan (a run may resume with other threads).
         argv, pythonpath_text, code = with_threads(previous.argv, threads), previous.pythonpath, previous.code
     else:
-        run_dir = home.run_dir(job.name)
-        argv = ["train", *job.train_args(), "--run-dir", str(run_dir), "--threads", str(threads)]
+        run_dir = previous.run_dir if previous is not None else str(home.run_dir(job.name))
+        argv = ["train", *job.train_args(), "--run-dir", run_dir, "--threads", str(threads)]
         pythonpath_text = str(pythonpath)
     home.jobs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": pythonpath_text, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
