@@ -110,8 +110,8 @@ class GridRunArgs(GridArgs):
     repin: bool = False
     """Resume interrupted jobs with the code installed now and the grid file's current options, instead of the
     code and command they started with. Only for a change that does not alter what a run computes (checkpointing,
-    logging, speed): kprl train still refuses a changed method option, and runtime.jsonl records each start's
-    commit."""
+    logging, speed): a job whose method options in the grid file differ from its run's is not resumed, and
+    runtime.jsonl records each start's commit."""
 
 
 @dataclass
