@@ -91,18 +91,18 @@ def run_what_fits(grid: Grid, home: GridHome, hours: float, fill: bool = False, 
     lines = []
     for d in decisions:
         previous = d.state.launch if d.state.state == "interrupted" else None
-        if previous is not None and not repin and not Path(previous.pythonpath).is_dir():
+        repinning = previous is not None and repin
+        if previous is not None and not repinning and not Path(previous.pythonpath).is_dir():
             lines.append(f"{d.state.job.name}: not resumed: its pinned code {previous.pythonpath} is gone")
             continue
-        if previous is not None and repin:
-            diffs = option_differences(grid, d.state.job, Path(previous.run_dir))
-            if diffs:
-                lines.append(f"{d.state.job.name}: not resumed: the grid file's options differ from its run's"
-                             f" ({', '.join(diffs[:4])}); without --repin it resumes with its own")  # fmt: skip
-                continue
-        code = pinned_provenance(Path(previous.pythonpath) if previous and not repin else pinned)
-        record = launch(d.state.job, home, pinned, code, d.threads, machine, previous, repin=repin)
-        reason = f"{d.reason}, with the code pinned now" if previous is not None and repin else d.reason
+        diffs = option_differences(grid, d.state.job, Path(previous.run_dir)) if repinning else []
+        if diffs:
+            lines.append(f"{d.state.job.name}: not resumed: the grid file's options differ from its run's"
+                         f" ({', '.join(diffs[:4])}); without --repin it resumes with its own")  # fmt: skip
+            continue
+        code = pinned_provenance(Path(previous.pythonpath) if previous and not repinning else pinned)
+        record = launch(d.state.job, home, pinned, code, d.threads, machine, previous, repin=repinning)
+        reason = f"{d.reason}, with the code pinned now" if repinning else d.reason
         lines.append(f"{d.state.job.name}: {reason}; pid {record.pid}, log {home.log_path(d.state.job.name)}")
     return lines
 
