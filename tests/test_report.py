@@ -200,7 +200,13 @@ def test_report_of_a_real_training_run(tmp_path: Path) -> None:
     assert steps[0] == 0 and steps[-1] == 96 and len(steps) == 3
     assert rows[0]["machine"] != "unknown"
     assert (tmp_path / "report" / "imm_loss.png").is_file()
-    assert list((tmp_path / "report" / "keypoints").glob("sac_imm*_seed1_imm_example_*.png"))
+    (example,) = (tmp_path / "report" / "keypoints").glob("sac_imm*_seed1_imm_example_*.png")
+    # The run goes on and draws a newer example: a report written again keeps only that one.
+    newer = cfg.run_dir / "figures" / "imm_example_00099999.png"
+    shutil.copyfile(sorted((cfg.run_dir / "figures").glob("imm_example_*.png"))[-1], newer)
+    write_report([tmp_path / "runs"], tmp_path / "report", reference_dir=None)
+    kept = sorted(p.name for p in (tmp_path / "report" / "keypoints").iterdir())
+    assert kept == [example.name.split("imm_example_")[0] + newer.name]
 
     (start,) = [json.loads(line) for line in (cfg.run_dir / "runtime.jsonl").read_text().splitlines()]
     assert start["kprl_version"] == kprl.__version__ == rows[0]["kprl_version"]

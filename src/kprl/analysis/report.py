@@ -741,8 +741,13 @@ def _write_figures(
     for r in runs:
         figures = sorted((r.run_dir / "figures").glob("imm_example_*.png"))
         if figures:
-            target = out / "keypoints" / f"{r.label}_{r.task}_seed{r.seed}_{figures[-1].name}"
+            prefix = f"{r.label}_{r.task}_seed{r.seed}_"
+            target = out / "keypoints" / f"{prefix}{figures[-1].name}"
             target.parent.mkdir(exist_ok=True)
+            # A report of an unfinished run written again later keeps only the run's newest example.
+            for stale in target.parent.iterdir():
+                if stale != target and stale.name.startswith(prefix + "imm_example_"):
+                    stale.unlink()
             shutil.copyfile(figures[-1], target)
             written.append(target)
     return written
