@@ -183,7 +183,15 @@ def test_the_launcher_reads_what_kprl_grid_export_writes(tmp_path, capsys):
     from kprl.cli import main
     from kprl.grid.spec import load_grid
 
-    grid = GPU.parent / "cartpole_100k.toml"
+    # The shipped grid, with its results folder moved to an empty one: the committed harvest must not decide how
+    # many jobs are still to run.
+    shipped = GPU.parent / "cartpole_100k.toml"
+    text = shipped.read_text()
+    assert 'results = "../results/cartpole_100k"' in text and 'imm_run = "../results/' in text
+    text = text.replace('results = "../results/cartpole_100k"', f'results = "{tmp_path / "results"}"')
+    text = text.replace('imm_run = "../results/', f'imm_run = "{shipped.parent.parent / "results"}/')
+    grid = tmp_path / "cartpole_100k.toml"
+    grid.write_text(text)
     assert main(["grid", "export", str(grid), "--home", str(tmp_path / "home"), "--count", "9"]) == 0
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(capsys.readouterr().out)
