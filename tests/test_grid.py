@@ -193,6 +193,11 @@ def test_a_job_runs_in_the_background_resumes_with_its_code_and_is_harvested(tmp
     assert out[0] == "a-s1: 400 env steps (finished) from " + str(run_dir)
     dest = grid.results / "runs" / "a-s1"
     assert json.loads((dest / "status.json").read_text())["finished"] is True
+    # Harvesting again with nothing new leaves status.json as it was (its time stamp has a resolution of 1 s).
+    before = (dest / "status.json").read_bytes()
+    time.sleep(1.1)
+    harvest(grid, home)
+    assert (dest / "status.json").read_bytes() == before
     assert sorted(p.name for p in dest.iterdir()) == ["config.json", "eval.csv", "runtime.jsonl", "status.json",
                                                      "train.csv"]  # fmt: skip
     assert (grid.results / "final_scores.md").is_file()

@@ -96,6 +96,13 @@ def _run_folders(source: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def _same_but_time(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    ignore = {"harvested"}
+    return "harvested" in before and {k: v for k, v in before.items() if k not in ignore} == {
+        k: v for k, v in after.items() if k not in ignore
+    }
+
+
 def harvest_job(grid: Grid, job: Job, run_dir: Path, source: str) -> str | None:
     """Copy one run into results/ if it got at least as far as what is there; a line saying what was done."""
     if not (run_dir / "config.json").is_file():
@@ -106,6 +113,8 @@ def harvest_job(grid: Grid, job: Job, run_dir: Path, source: str) -> str | None:
     if before is not None and int(before.get("last_env_step", 0)) > step:
         return f"{job.name}: kept results/ ({before.get('last_env_step')} env steps > {step} in {source})"
     status = run_status(job, run_dir, source)
+    if before is not None and _same_but_time(before, status):
+        status["harvested"] = before["harvested"]  # nothing new: leave the committed file as it is
     copy_logs(run_dir, dest)
     atomic_write_text(dest / STATUS_FILE, json.dumps(status, indent=1) + "\n")
     return f"{job.name}: {step} env steps{' (finished)' if status['finished'] else ''} from {source}"
