@@ -48,8 +48,9 @@ bench: $(STAMP)
 GRID  ?= experiments/cartpole_100k.toml
 HOURS ?= 2.5
 FILL  ?= 0
+ONLY  ?=
 grid: $(STAMP)
-	$(BIN)/kprl grid run $(GRID) --hours $(HOURS) $(if $(filter 1,$(FILL)),--fill)
+	$(BIN)/kprl grid run $(GRID) --hours $(HOURS) $(if $(filter 1,$(FILL)),--fill) $(foreach job,$(ONLY),--only $(job))
 
 grid-status: $(STAMP)
 	$(BIN)/kprl grid status $(GRID)

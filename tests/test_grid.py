@@ -137,6 +137,19 @@ def test_plan_keeps_the_rounds_in_order_before_filling_both_cores(tmp_path: Path
     assert [(d.state.job.row.name, d.threads) for d in plan(states, 2.8, 2, 0, estimate)] == [("r0", 1), ("r1", 1)]
 
 
+def test_only_restricts_the_choice_to_the_named_jobs(tmp_path: Path) -> None:
+    grid = load_grid(write_grid(tmp_path, TWO_ROWS, '[[stage]]\nrows = ["a", "b"]\nseeds = [1]'))
+    home = GridHome(tmp_path / "home", grid.name)
+
+    def estimate(job, threads):  # a-s1 never fits; b-s1 always does. Nothing here would start a-s1.
+        return 99.0 if job.name == "a-s1" else 0.01
+
+    lines = run_what_fits(grid, home, hours=1.0, cores=1, estimate=estimate, only=["a-s1"])
+    assert lines == ["nothing started: no job fits 1.00 h (--fill starts one anyway); 2 jobs left"]
+    with pytest.raises(ConfigError, match="--only c-s1: no such job in g"):
+        run_what_fits(grid, home, hours=1.0, cores=1, estimate=estimate, only=["a-s1", "c-s1"])
+
+
 def test_pinned_code_is_a_copy_that_knows_its_commit(tmp_path: Path) -> None:
     first = pin_code(tmp_path)
     assert pin_code(tmp_path) == first and first.name == code_id()

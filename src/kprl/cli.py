@@ -112,6 +112,9 @@ class GridRunArgs(GridArgs):
     code and command they started with. Only for a change that does not alter what a run computes (checkpointing,
     logging, speed): a job whose method options in the grid file differ from its run's is not resumed, and
     runtime.jsonl records each start's commit."""
+    only: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
+    """Choose only among these jobs (names as `kprl grid status` prints them), e.g. to finish one interrupted run
+    before the queue's next; repeatable. Default: every job, in the grid's order."""
 
 
 @dataclass
@@ -488,7 +491,7 @@ def cmd_grid_run(args: list[str]) -> int:
 
     ga, grid, home = _grid_args(GridRunArgs, args, "kprl grid run")
     assert isinstance(ga, GridRunArgs)
-    return _print_lines(grid_commands.run_what_fits(grid, home, ga.hours, ga.fill, repin=ga.repin))
+    return _print_lines(grid_commands.run_what_fits(grid, home, ga.hours, ga.fill, repin=ga.repin, only=ga.only))
 
 
 def cmd_grid_harvest(args: list[str]) -> int:

@@ -73,16 +73,21 @@ def estimator(grid: Grid, home: GridHome, machine: str, cores: int) -> HoursFn:
 
 
 def run_what_fits(grid: Grid, home: GridHome, hours: float, fill: bool = False, cores: int | None = None,
-                  estimate: HoursFn | None = None, repin: bool = False) -> list[str]:  # fmt: skip
+                  estimate: HoursFn | None = None, repin: bool = False, only: Sequence[str] = ()) -> list[str]:  # fmt: skip
     """Start (in the background) the jobs that :func:`kprl.grid.queue.plan` picks; lines saying what was done.
-    ``repin``: interrupted jobs resume with the code pinned now and the grid file's current options."""
+    ``repin``: interrupted jobs resume with the code pinned now and the grid file's current options. ``only``: the
+    plan chooses among these jobs alone (in the grid's order); the others' running processes still hold cores."""
     if not hours > 0:
         raise ConfigError(f"--hours must be > 0, got {hours}")
     cores = usable_cores() if cores is None else cores
     machine = this_machine()
     states = grid_states(grid, home)
+    unknown = sorted(set(only) - {s.job.name for s in states})
+    if unknown:
+        raise ConfigError(f"--only {unknown[0]}: no such job in {grid.name} (kprl grid status lists them)")
     busy = sum(s.launch.threads for s in states if s.state == "running" and s.launch is not None)
-    decisions = plan(states, hours, cores, busy, estimate or estimator(grid, home, machine, cores), fill)
+    chosen = [s for s in states if s.job.name in only] if only else states
+    decisions = plan(chosen, hours, cores, busy, estimate or estimator(grid, home, machine, cores), fill)
     if not decisions:
         todo = sum(s.state in ("todo", "unfinished", "interrupted") for s in states)
         reason = "no free core" if busy >= cores else f"no job fits {hours:.2f} h (--fill starts one anyway)"
