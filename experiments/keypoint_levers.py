@@ -62,13 +62,17 @@ SETTINGS: dict[str, list[str]] = {
     "k8-mix1-sigma0.05": ["--keypoints", "8", "--mix-layers", "1", "--sigma", "0.05"],
     "k8-mix1-sep1e-3": ["--keypoints", "8", "--mix-layers", "1", "--separation-weight", "1e-3"],
     "k8-mix1-sep1e-2": ["--keypoints", "8", "--mix-layers", "1", "--separation-weight", "1e-2"],
+    "k8-mix1-sep1e-4": ["--keypoints", "8", "--mix-layers", "1", "--separation-weight", "1e-4"],
+    "k8-mix1-gap4": ["--keypoints", "8", "--mix-layers", "1", "--min-offset", "4"],
 }
 """The poster's IMM (K = 3, sigma 0.1, MSE, Adam 1e-3, batch 32, 4,500 updates unless ``--steps`` says otherwise)
 and changes from it, not all of them in docs/keypoints.md's table yet. ``--mix-layers`` sets how far the renderer
 reaches from a keypoint at map resolution: 4 layers (dilations 1, 2, 4, 8) reach +-15 cells of the 35 x 35 maps, more
 than a pole (about 13 cells); the default 2 reach +-3 and 1 reaches +-1 (the transposed convs add +-3 to each).
 ``--separation-weight`` adds Minderer et al.'s temporal separation loss; 1e-3 is their weight (10 against a
-per-frame sum of squares over 64 x 64 x 3 pixels) rescaled to kprl's per-pixel mean over 84 x 84 x 3."""
+per-frame sum of squares over 64 x 64 x 3 pixels) rescaled to kprl's per-pixel mean over 84 x 84 x 3.
+``--min-offset 4`` draws pairs 4..10 agent steps apart (0.32-0.8 s of cartpole at action repeat 8) instead of
+1..10, so the pole has moved and the generator cannot copy it from the source."""
 
 BINS = ("0", "45", "90", "135", "180", "-135", "-90", "-45")
 """Pole-angle bin centres of `kprl imm eval` (0 = upright, 180 = hanging)."""

@@ -121,6 +121,9 @@ def test_separation_loss_is_logged_beside_the_mse_and_resumes_exactly(squares: P
         (["--norm", "group"], "norm"),
         (["--separation-weight", "-1"], "--separation-weight must be >= 0"),
         (["--separation-sigma", "0"], "--separation-sigma must be > 0"),
+        (["--min-offset", "0"], "--min-offset must be >= 1"),
+        (["--min-offset", "11"], "--min-offset (11) must be <= --max-offset (10)"),
+        (["--min-offset", "8", "--image-size", "24"], "no episode with at least 9 frames"),  # they have 8
     ],
 )
 def test_bad_imm_options_are_one_line_errors(

@@ -92,8 +92,38 @@ def test_pairs_stay_in_their_episode_within_the_offset_and_never_coincide() -> N
     offset = tgt - src
     assert (offset != 0).all() and (np.abs(offset) <= 4).all()
     assert set(np.unique(offset)) == {-4, -3, -2, -1, 1, 2, 3, 4}
-    with pytest.raises(ValueError, match="two frames"):
+    with pytest.raises(ValueError, match="at least 2 frames"):
         PairSampler(episode, np.array([7]), max_offset=2)
+
+
+def test_min_offset_1_draws_the_pairs_of_a_plain_uniform_nonzero_offset() -> None:
+    # Runs made before min_offset existed drew a uniform frame, then a uniform offset in [low, high] without 0, as
+    # below; with min_offset 1 the same seed must give the same pairs, so that those runs can be reproduced.
+    episode = np.repeat([0, 1, 2], [14, 3, 25])
+    src, tgt = PairSampler(episode, np.array([0, 1, 2]), max_offset=10).sample(4000, np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    pick = rng.integers(0, len(episode), size=4000)
+    starts = np.searchsorted(episode, episode[pick], side="left")
+    ends = np.searchsorted(episode, episode[pick], side="right") - 1
+    low, high = np.maximum(starts - pick, -10), np.minimum(ends - pick, 10)
+    offset = low + (rng.random(4000) * (high - low)).astype(np.int64)
+    offset = np.where(offset >= 0, offset + 1, offset)
+    assert (src == pick).all() and (tgt == pick + offset).all()
+
+
+def test_a_gap_keeps_near_pairs_out_and_skips_frames_without_a_far_partner() -> None:
+    episode = np.repeat([3, 5, 9], [7, 3, 30])  # episode 5's frames are at most 2 apart: never drawn with a gap of 3
+    sampler = PairSampler(episode, np.array([3, 5, 9]), max_offset=4, min_offset=3)
+    src, tgt = sampler.sample(5000, np.random.default_rng(0))
+    assert (episode[src] == episode[tgt]).all() and np.isin(episode[src], [3, 9]).all()
+    offset = tgt - src
+    assert set(np.unique(offset)) == {-4, -3, 3, 4}
+    # Episode 3 (frames 0-6): frame 3 is 3 from both ends, so it is a source; every frame of it has a partner.
+    assert set(np.unique(src[episode[src] == 3])) == set(range(7))
+    with pytest.raises(ValueError, match="at least 4 frames"):
+        PairSampler(episode, np.array([5]), max_offset=4, min_offset=3)
+    with pytest.raises(ValueError, match="min_offset <= max_offset"):
+        PairSampler(episode, np.array([3]), max_offset=2, min_offset=3)
 
 
 def test_crops_share_the_window_and_centre_crop_matches_the_offset() -> None:

@@ -202,7 +202,10 @@ class IMMTrainConfig:
     """crop: a random image_size window of the dataset frame, the same window for source and target (the
     poster); none: centre crop only."""
     max_offset: int = 10
-    """A pair is two frames of one episode 1..max_offset agent steps apart (either order)."""
+    """A pair is two frames of one episode min_offset..max_offset agent steps apart (either order)."""
+    min_offset: int = 1
+    """Smallest distance of a pair, in agent steps: above 1 it keeps nearly identical pairs out, where the generator
+    can copy the moving parts from the source instead of drawing them from the keypoints."""
     val_fraction: float = 0.2
     """Fraction of episodes held out for validation (loss, figures, landmark regression)."""
     val_pairs: int = 256
@@ -546,12 +549,17 @@ def validate_imm_train(cfg: IMMTrainConfig) -> None:
         "batch_size": cfg.batch_size,
         "image_size": cfg.image_size,
         "max_offset": cfg.max_offset,
+        "min_offset": cfg.min_offset,
         "val_pairs": cfg.val_pairs,
         "eval_every": cfg.eval_every,
         "checkpoint_every": cfg.checkpoint_every,
         "log_every": cfg.log_every,
     }.items():
         _check(value >= 1, f"{flag(name)} must be >= 1, got {value}")
+    _check(
+        cfg.min_offset <= cfg.max_offset,
+        f"--min-offset ({cfg.min_offset}) must be <= --max-offset ({cfg.max_offset})",
+    )
     _check(0 < cfg.val_fraction < 1, f"--val-fraction must be in (0, 1), got {cfg.val_fraction}")
     _check(
         cfg.checkpoint_every % cfg.log_every == 0,

@@ -67,9 +67,11 @@ def evaluate_imm(
         except ValueError as exc:
             raise DataError(f"{data_dir}: cannot fit the landmark regression: {exc}") from exc
     # Held-out pairs drawn as training draws them, from a seed of their own.
-    source, target = PairSampler(dataset.episode, split.val, cfg.max_offset).sample(
-        pairs, np.random.default_rng(cfg.seed + 2)
-    )
+    try:
+        sampler = PairSampler(dataset.episode, split.val, cfg.max_offset, cfg.min_offset)
+    except ValueError as exc:
+        raise DataError(f"{data_dir}: held-out episodes: {exc}") from exc
+    source, target = sampler.sample(pairs, np.random.default_rng(cfg.seed + 2))
     mse = pairs_loss(model, dataset.frames, source, target, dev)
     shift = centre_offset(dataset.image_size, loaded.image_size)
     result: dict[str, Any] = {

@@ -151,6 +151,12 @@ class IMMTrainer:
                 f"--image-size {cfg.image_size} is larger than the dataset's {self.data.image_size} px frames"
             )
         self.split = split_episodes(self.data.episode_ids(), cfg.val_fraction, cfg.seed)
+        # Before the run directory exists, so that data too short for the pairs asked for leaves nothing behind.
+        try:
+            self.train_pairs = PairSampler(self.data.episode, self.split.train, cfg.max_offset, cfg.min_offset)
+            val_sampler = PairSampler(self.data.episode, self.split.val, cfg.max_offset, cfg.min_offset)
+        except ValueError as exc:
+            raise DataError(f"{cfg.data}: {exc}") from exc
         self.run_dir = prepare_run_dir(cfg)
         remove_stale_temporaries(self.run_dir)
         write_split(self.run_dir, self.split)
@@ -160,11 +166,6 @@ class IMMTrainer:
         self.np_rng = np.random.default_rng(cfg.seed)
         self.model = IMM(cfg.model, cfg.image_size).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.model.lr)
-        try:
-            self.train_pairs = PairSampler(self.data.episode, self.split.train, cfg.max_offset)
-            val_sampler = PairSampler(self.data.episode, self.split.val, cfg.max_offset)
-        except ValueError as exc:
-            raise DataError(f"{cfg.data}: {exc}") from exc
         # A fixed validation set, drawn from its own seed so that it does not depend on training progress.
         self.val_source, self.val_target = val_sampler.sample(
             cfg.val_pairs, np.random.default_rng(cfg.seed + 1)
