@@ -97,10 +97,12 @@ def _run_folders(source: Path) -> Iterator[Path]:
 
 
 def _same_but_time(before: dict[str, Any], after: dict[str, Any]) -> bool:
-    ignore = {"harvested"}
-    return "harvested" in before and {k: v for k, v in before.items() if k not in ignore} == {
-        k: v for k, v in after.items() if k not in ignore
-    }
+    """Whether two ``status.json`` records differ at most in when they were harvested."""
+
+    def untimed(status: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in status.items() if k != "harvested"}
+
+    return "harvested" in before and untimed(before) == untimed(after)
 
 
 def harvest_job(grid: Grid, job: Job, run_dir: Path, source: str) -> str | None:
