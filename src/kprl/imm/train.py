@@ -331,7 +331,8 @@ class IMMTrainer:
 
     def write_figures(self) -> list[Path]:
         """The IMM example, score-map and loss-curve figures of the current model into RUN_DIR/figures/."""
-        return write_imm_figures(self.model, self.data, self.split, self.run_dir, self.cfg.seed)
+        offsets = (self.cfg.min_offset, self.cfg.max_offset)
+        return write_imm_figures(self.model, self.data, self.split, self.run_dir, self.cfg.seed, offsets=offsets)
 
 
 def train_imm(cfg: C.IMMTrainConfig, quiet: bool = False) -> dict[str, Any]:

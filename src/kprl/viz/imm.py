@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 FIGURES_DIR = "figures"
 DPI = 110
 MAX_COLUMNS = 5
-# Pairs are drawn as in training (`IMMTrainConfig.max_offset` default): frames up to 10 agent steps apart.
+# Pairs are drawn as the run trained on them; without its config, as the defaults (`IMMTrainConfig`): 1..10 apart.
 MAX_OFFSET = 10
 
 
@@ -129,12 +129,12 @@ def _map_cells(coords: torch.Tensor, height: int, width: int) -> np.ndarray:
 
 
 def _run_model(
-    model: IMM, data: FrameDataset, split: EpisodeSplit, seed: int, examples: int
+    model: IMM, data: FrameDataset, split: EpisodeSplit, seed: int, examples: int, offsets: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor, IMMOutput]:
     """``examples`` centre-cropped validation pairs (uint8 [B, 3, S, S] source and target) and the model's output
     on them (float32, CPU). The model runs in eval mode without gradients; its train/eval mode is restored."""
     try:
-        sampler = PairSampler(data.episode, np.asarray(split.val), max_offset=MAX_OFFSET)
+        sampler = PairSampler(data.episode, np.asarray(split.val), max_offset=offsets[1], min_offset=offsets[0])
     except ValueError as exc:
         raise DataError(f"validation episodes {np.asarray(split.val).tolist()}: {exc}") from exc
     size = model.image_size
@@ -336,17 +336,19 @@ def _loss_figure(run_dir: Path, path: Path) -> Path | None:
 
 
 def write_imm_figures(
-    model: IMM, data: FrameDataset, split: EpisodeSplit, run_dir: Path, seed: int, examples: int = 4
+    model: IMM, data: FrameDataset, split: EpisodeSplit, run_dir: Path, seed: int, examples: int = 4,
+    offsets: tuple[int, int] = (1, MAX_OFFSET),
 ) -> list[Path]:
     """Write RUN_DIR/figures/{imm_example.png, score_maps.png, gaussian_maps.png, loss_curve.png}; return the paths.
 
     The examples are ``examples`` pairs of validation frames (seeded by ``seed``; pairs whose target shows every
-    landmark come first), centre-cropped to the model's input size. ``loss_curve.png`` is skipped when RUN_DIR/train.csv is missing or empty."""
+    landmark come first), ``offsets`` (min, max) agent steps apart as in training, centre-cropped to the model's
+    input size. ``loss_curve.png`` is skipped when RUN_DIR/train.csv is missing or empty."""
     if examples < 1:
         raise ValueError(f"examples must be >= 1, got {examples}")
     run_dir = Path(run_dir)
     out_dir = run_dir / FIGURES_DIR
-    source, target, out = _run_model(model, data, split, seed, examples)
+    source, target, out = _run_model(model, data, split, seed, examples, offsets)
     trunk = model.keynet.trunk
     image_coords = trunk.image_coords(out.keypoints.coords)
     paths = [
@@ -426,4 +428,4 @@ def figures_from_run(run_dir: Path, data_dir: Path | None = None, device: str = 
         raise ConfigError(
             f"the model takes {loaded.image_size} px frames; the dataset's frames are {data.image_size} px"
         )
-    return write_imm_figures(loaded.model, data, split, run_dir, int(cfg.seed))
+    return write_imm_figures(loaded.model, data, split, run_dir, int(cfg.seed), offsets=(cfg.min_offset, cfg.max_offset))
