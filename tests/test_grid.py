@@ -236,6 +236,20 @@ def test_harvest_never_replaces_a_run_that_got_further(tmp_path: Path) -> None:
     assert grid_states(grid, home)[0].state == "unfinished"
 
 
+def test_harvest_leaves_out_a_run_that_has_not_stepped_yet(tmp_path: Path) -> None:
+    grid = load_grid(write_grid(tmp_path, TWO_ROWS, '[[stage]]\nrows = ["a"]\nseeds = [1]'))
+    home = GridHome(tmp_path / "home", grid.name)
+    local = home.run_dir("a-s1")
+    local.mkdir(parents=True)
+    (local / "config.json").write_text(json.dumps({"env_steps": 400}))
+    (local / "eval.csv").write_text("env_step,episode_return\n0,1\n")
+    assert harvest(grid, home) == [f"a-s1: nothing to harvest yet (0 env steps in {local})"]
+    assert not (grid.results / "runs" / "a-s1").exists()
+    (local / "eval.csv").write_text("env_step,episode_return\n0,1\n80,2\n")
+    assert harvest(grid, home) == [f"a-s1: 80 env steps from {local}"]
+    assert (grid.results / "runs" / "a-s1" / "eval.csv").read_text().endswith("80,2\n")
+
+
 def fake_run(run_dir: Path, machine: str, threads: int, rows: list[tuple[int, int, float]]) -> Path:
     run_dir.mkdir(parents=True)
     (run_dir / "runtime.jsonl").write_text(json.dumps(

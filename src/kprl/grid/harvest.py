@@ -112,6 +112,9 @@ def harvest_job(grid: Grid, job: Job, run_dir: Path, source: str) -> str | None:
     dest = grid.results / "runs" / job.name
     before = harvested_status(grid, job)
     step = last_env_step(run_dir)
+    # A run that has only just started has no curve yet: copying it would add an empty run to results/ and the report.
+    if before is None and step == 0:
+        return f"{job.name}: nothing to harvest yet (0 env steps in {source})"
     if before is not None and int(before.get("last_env_step", 0)) > step:
         return f"{job.name}: kept results/ ({before.get('last_env_step')} env steps > {step} in {source})"
     status = run_status(job, run_dir, source)
