@@ -64,6 +64,7 @@ SETTINGS: dict[str, list[str]] = {
     "k8-mix1-sep1e-2": ["--keypoints", "8", "--mix-layers", "1", "--separation-weight", "1e-2"],
     "k8-mix1-sep1e-4": ["--keypoints", "8", "--mix-layers", "1", "--separation-weight", "1e-4"],
     "k8-mix1-gap4": ["--keypoints", "8", "--mix-layers", "1", "--min-offset", "4"],
+    "k8-mix1-gap6": ["--keypoints", "8", "--mix-layers", "1", "--min-offset", "6"],
 }
 """The poster's IMM (K = 3, sigma 0.1, MSE, Adam 1e-3, batch 32, 4,500 updates unless ``--steps`` says otherwise)
 and changes from it, not all of them in docs/keypoints.md's table yet. ``--mix-layers`` sets how far the renderer
