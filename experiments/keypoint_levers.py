@@ -65,6 +65,8 @@ SETTINGS: dict[str, list[str]] = {
     "k8-mix1-sep1e-4": ["--keypoints", "8", "--mix-layers", "1", "--separation-weight", "1e-4"],
     "k8-mix1-gap4": ["--keypoints", "8", "--mix-layers", "1", "--min-offset", "4"],
     "k8-mix1-gap6": ["--keypoints", "8", "--mix-layers", "1", "--min-offset", "6"],
+    "k8-mix1-pad": ["--keypoints", "8", "--mix-layers", "1", "--same-padding"],
+    "k8-mix1-gap4-pad": ["--keypoints", "8", "--mix-layers", "1", "--min-offset", "4", "--same-padding"],
 }
 """The poster's IMM (K = 3, sigma 0.1, MSE, Adam 1e-3, batch 32, 4,500 updates unless ``--steps`` says otherwise)
 and changes from it, not all of them in docs/keypoints.md's table yet. ``--mix-layers`` sets how far the renderer
@@ -77,6 +79,8 @@ per-frame sum of squares over 64 x 64 x 3 pixels) rescaled to kprl's per-pixel m
 
 BINS = ("0", "45", "90", "135", "180", "-135", "-90", "-45")
 """Pole-angle bin centres of `kprl imm eval` (0 = upright, 180 = hanging)."""
+EDGE_BINS = ("0-4", "4-10", "10-20", "20+")
+"""Bins of the pole tip's distance to the frame's nearest edge, in pixels (`kprl.analysis.landmarks.edge_bins`)."""
 
 
 def run(args: list[str]) -> None:
@@ -113,6 +117,8 @@ def study(setting: str, seed: int, opts: argparse.Namespace) -> dict[str, Any]:
         "mean": scores["error/mean"],
         "mean_both_in_view": scores["error_inview/mean"],
         "pole_tip_by_bin": {b: scores.get(f"error_by_group/{b}/pole_tip") for b in BINS},
+        "pole_tip_by_edge": {b: scores.get(f"error_by_edge/{b}/pole_tip") for b in EDGE_BINS},
+        "pole_tip_frames_by_edge": {b: scores.get(f"frames_by_edge/{b}/pole_tip") for b in EDGE_BINS},
         "heldout_frames": scores["heldout_frames"],
     }
 

@@ -21,6 +21,8 @@ def frames(batch: int, size: int, seed: int = 0) -> torch.Tensor:
         (84, IMMConfig(keypoints=1, norm="batch", mix_layers=3)),
         (64, IMMConfig(keypoints=5, num_conv_layers=2, num_filters=8, norm="instance", source_skip=True)),
         (33, IMMConfig(keypoints=2, num_conv_layers=3, num_filters=4)),
+        (84, IMMConfig(keypoints=3, mix_layers=1, same_padding=True)),
+        (33, IMMConfig(keypoints=2, num_conv_layers=3, num_filters=4, same_padding=True, source_skip=True)),
     ],
 )
 def test_shapes_for_every_option(size: int, cfg: IMMConfig) -> None:
@@ -140,21 +142,37 @@ def test_crops_share_the_window_and_centre_crop_matches_the_offset() -> None:
         crop_windows(10, 10, 12, 1, None)
 
 
-@pytest.mark.parametrize(("size", "layers"), [(84, 4), (64, 2), (33, 3)])
-def test_image_coords_put_map_cells_over_their_receptive_field_centres(size: int, layers: int) -> None:
+@pytest.mark.parametrize(
+    ("size", "layers", "padded"), [(84, 4, False), (64, 2, False), (33, 3, False), (84, 4, True), (33, 3, True)]
+)
+def test_image_coords_put_map_cells_over_their_receptive_field_centres(size: int, layers: int, padded: bool) -> None:
     from kprl.nets.encoder import ConvTrunk
     from kprl.nets.keypoints import coordinate_grid, to_pixels
 
-    trunk = ConvTrunk(3, size, layers, 2)
+    trunk = ConvTrunk(3, size, layers, 2, padded=padded)
+    if padded:  # zero padding clips the receptive field at the border: check cells whose field lies inside
+        assert trunk.out_shape[-1] == (size + 1) // 2
     for conv in trunk.convs:  # positive weights: every pixel in a receptive field gets a gradient
         torch.nn.init.constant_(conv.weight, 0.1)
         torch.nn.init.constant_(conv.bias, 0.1)
     side = trunk.out_shape[-1]
     grid = coordinate_grid(side)
-    for row, col in [(0, 0), (side // 2, side - 1), (side - 1, 3)]:
+    cells = [(4, 5), (side // 2, side - 5), (side - 5, 4)] if padded else [(0, 0), (side // 2, side - 1), (side - 1, 3)]
+    for row, col in cells:
         x = torch.full((1, 3, size, size), 128.0, requires_grad=True)
         trunk(x)[0, :, row, col].sum().backward()
         rows, cols = torch.nonzero(x.grad[0].abs().sum(0), as_tuple=True)
         centre = torch.tensor([(cols.min() + cols.max()) / 2 + 0.5, (rows.min() + rows.max()) / 2 + 0.5])
         coords = trunk.image_coords(torch.tensor([[[grid[col], grid[row]]]]))
         torch.testing.assert_close(to_pixels(coords, size, size)[0, 0], centre)
+
+
+def test_same_padding_lets_keypoints_reach_the_frame_edges() -> None:
+    from kprl.nets.keypoints import to_pixels
+
+    def reach(padded: bool) -> torch.Tensor:
+        trunk = IMM(IMMConfig(keypoints=1, same_padding=padded), 84).keynet.trunk
+        return to_pixels(trunk.image_coords(torch.tensor([[[-1.0, -1.0], [1.0, 1.0]]])), 84, 84)[0]
+
+    torch.testing.assert_close(reach(False), torch.tensor([[7.5, 7.5], [75.5, 75.5]]))
+    torch.testing.assert_close(reach(True), torch.tensor([[0.5, 0.5], [82.5, 82.5]]))

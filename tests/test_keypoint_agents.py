@@ -188,19 +188,23 @@ def _keypoint(**values: object):  # type: ignore[no-untyped-def]
     return KeypointAgentConfig(keypoints=4, **values)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def standalone_imm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def train_standalone_imm(root: Path, **model: object) -> Path:
+    """A standalone IMM run of two updates on synthetic frames, whose KeyNet fits `pretrained_agent`."""
     from kprl import config as C
     from kprl.data.synthetic import write_shapes_dataset
     from kprl.imm.train import train_imm
 
-    root = tmp_path_factory.mktemp("imm")
     data = write_shapes_dataset(root / "data", episodes=4, length=6, size=40)
     cfg = C.IMMTrainConfig(data=data, run_dir=root / "run", steps=2, batch_size=4, image_size=32, val_pairs=4,
                            eval_every=2, checkpoint_every=2, log_every=2, threads=1,
-                           model=C.IMMConfig(keypoints=4, num_conv_layers=2, num_filters=8))  # fmt: skip
+                           model=C.IMMConfig(keypoints=4, num_conv_layers=2, num_filters=8, **model))  # type: ignore[arg-type]  # fmt: skip
     train_imm(cfg, quiet=True)
     return root / "run"
+
+
+@pytest.fixture(scope="module")
+def standalone_imm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_standalone_imm(tmp_path_factory.mktemp("imm"))
 
 
 def pretrained_agent(name: str, imm_run: Path, freeze: bool, **encoder: int) -> SACAgent:
@@ -235,6 +239,14 @@ def test_pretrained_imm_that_does_not_fit_is_a_one_line_error(standalone_imm: Pa
 
     with pytest.raises(ConfigError, match="num_conv_layers 2 \\(agent: 3\\)"):
         pretrained_agent("sac_imm", standalone_imm, False, num_conv_layers=3)
+
+
+def test_pretrained_imm_with_padded_convs_is_refused(tmp_path: Path) -> None:
+    from kprl.errors import ConfigError
+
+    padded = train_standalone_imm(tmp_path, same_padding=True)  # the agents' encoder is unpadded
+    with pytest.raises(ConfigError, match="same_padding True \\(agent: False\\)"):
+        pretrained_agent("sac_imm", padded, False)
 
 
 @pytest.mark.parametrize("per_frame", [False, True])

@@ -5,6 +5,7 @@ import pytest
 
 from kprl.analysis.landmarks import (
     angle_bins,
+    edge_bins,
     fit_landmark_regression,
     inside_frame,
     landmark_errors,
@@ -94,3 +95,22 @@ def test_report_by_group_scores_each_group_alone() -> None:
     np.testing.assert_allclose([report["error_by_group/off/a"], report["error_by_group/off/mean"]], [18**0.5] * 2)
     assert report["error_by_group/exact/b"] < 1e-6
     np.testing.assert_allclose(report["error/mean"], 0.4 * 18**0.5)
+
+
+def test_edge_bins_split_landmarks_by_their_distance_to_the_nearest_edge() -> None:
+    points = np.array([[[0.0, 50.0], [3.9, 40.0], [80.5, 42.0], [42.0, 73.0], [42.0, 42.0]]])  # [1, 5, 2], 84 px
+    bins = edge_bins(points, 84)
+    assert list(bins) == ["0-4", "4-10", "10-20", "20+"]
+    assert [np.flatnonzero(m[0]).tolist() for m in bins.values()] == [[0, 1, 2], [], [3], [4]]
+
+
+def test_report_by_edge_scores_each_landmark_by_its_own_distance_to_the_edge() -> None:
+    kp, lm = affine_data(300)
+    size = 2100  # landmarks lie 1000-1100 px inside: all in the open bin unless moved
+    test_kp, test_lm = kp[:100], lm[:100].copy()
+    test_lm[:30, 0] = [2.0, 50.0]  # landmark a of 30 frames near the left edge, where nothing predicts it
+    report = regression_report(kp, lm, test_kp, test_lm, size, ["a", "b"], ridge=0.0)
+    assert report["frames_by_edge/0-4/a"] == 30 and report["frames_by_edge/0-4/b"] == 0
+    assert report["frames_by_edge/20+/a"] == 70 and report["frames_by_edge/20+/b"] == 100
+    assert report["error_by_edge/20+/a"] < 1e-6 and report["error_by_edge/20+/b"] < 1e-6
+    assert report["error_by_edge/0-4/a"] > 900 and np.isnan(report["error_by_edge/0-4/b"])

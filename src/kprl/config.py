@@ -167,6 +167,10 @@ class IMMConfig:
     """3x3 convs that mix source features and Gaussian maps at map resolution, with dilations 1, 2, 4, ...: the
     renderer must see from a keypoint to every pixel it explains (a pole spans ~12 cells of a 35 x 35 map; two
     undilated layers see 5). IMM's 16 x 16 maps need no dilation."""
+    same_padding: bool = False
+    """Pad every 3x3 conv of KeyNet and GenNet by one pixel (not in SAC+AE, whose encoder the agents share): the
+    score maps then reach the frame's edges (42 x 42 over all of an 84 px frame) instead of stopping 7.5 px inside
+    each side, so a keypoint on a pole tip near the edge is not held back at the border."""
     source_skip: bool = False
     """Also give the renderer the source frame at full resolution (a skip connection; not in IMM): the static
     background is then copied rather than re-drawn from 35 x 35 maps, so the loss concentrates on what moved."""

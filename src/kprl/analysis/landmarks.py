@@ -97,6 +97,24 @@ def angle_bins(angles: np.ndarray, width: int = ANGLE_BIN_DEGREES) -> dict[str, 
     return {str(int(c)): nearest == c for c in centres}
 
 
+EDGE_BINS_PX = (0, 4, 10, 20)
+"""Lower ends of the bins of a landmark's distance to the nearest image edge (pixels) errors are reported in; the
+last bin is open."""
+
+
+def edge_bins(landmarks: np.ndarray, image_size: int) -> dict[str, np.ndarray]:
+    """Masks [N, L] over landmarks [N, L, 2] (pixels) by their distance to the nearest edge of the image, labelled
+    ``"0-4"``, ``"4-10"``, ``"10-20"``, ``"20+"`` (`EDGE_BINS_PX`). Near the edge a landmark's object is partly out
+    of view, and an unpadded conv's maps do not reach there (`kprl.nets.encoder.ConvTrunk.image_coords`)."""
+    x, y = landmarks[..., 0], landmarks[..., 1]
+    edge = np.minimum(np.minimum(x, y), np.minimum(image_size - x, image_size - y))
+    bins: dict[str, np.ndarray] = {}
+    for low, high in zip(EDGE_BINS_PX, (*EDGE_BINS_PX[1:], None), strict=True):
+        label = f"{low}-{high}" if high is not None else f"{low}+"
+        bins[label] = (edge >= low) & (edge < high) if high is not None else edge >= low
+    return bins
+
+
 def regression_report(
     train_keypoints: np.ndarray,
     train_landmarks: np.ndarray,
@@ -117,7 +135,8 @@ def regression_report(
     every landmark in view. With ``test_groups`` (label -> boolean mask over the test frames, e.g. `angle_bins`),
     also ``error_by_group/<label>/<name>``, ``error_by_group/<label>/mean`` and ``frames_by_group/<label>`` under
     the first fit, so that a model good on common frames cannot hide its errors on rare ones behind the mean.
-    Raises ValueError when a landmark is visible in too few training frames to fit."""
+    Likewise ``error_by_edge/<bin>/<name>`` and ``frames_by_edge/<bin>/<name>``: each landmark's error by its
+    distance to the image's nearest edge (`edge_bins`). Raises ValueError when a landmark is visible in too few training frames to fit."""
     train_vis = inside_frame(train_landmarks, image_size, image_size)
     test_vis = inside_frame(test_landmarks, image_size, image_size)
     report: dict[str, float] = {}
@@ -147,5 +166,10 @@ def regression_report(
                 report.update({f"error_by_group/{label}/{n}": float(v) for n, v in zip(names, group, strict=True)})
                 report[f"error_by_group/{label}/mean"] = float(dist[vis].mean()) if vis.any() else float("nan")
                 report[f"frames_by_group/{label}"] = int(rows.sum())
+            for label, near in edge_bins(test_landmarks, image_size).items():
+                vis = score_vis & near
+                group = landmark_errors(predicted, test_landmarks, vis)
+                report.update({f"error_by_edge/{label}/{n}": float(v) for n, v in zip(names, group, strict=True)})
+                report.update({f"frames_by_edge/{label}/{n}": int(c) for n, c in zip(names, vis.sum(0), strict=True)})
     report["inview_fraction"] = float(test_vis.all(1).mean()) if len(test_vis) else float("nan")
     return report

@@ -32,8 +32,11 @@ def weight_init(module: nn.Module) -> None:
         nn.init.orthogonal_(module.weight.data[:, :, mid, mid], gain)
 
 
-def conv_output_size(image_size: int, num_layers: int) -> int:
-    """Spatial side of the feature maps: one stride-2 and (num_layers - 1) stride-1 3x3 valid convolutions."""
+def conv_output_size(image_size: int, num_layers: int, padded: bool = False) -> int:
+    """Spatial side of the feature maps: one stride-2 and (num_layers - 1) stride-1 3x3 convolutions, valid or
+    (``padded``) with one pixel of zero padding, which keeps the stride-1 layers' side."""
+    if padded:
+        return (image_size - 1) // 2 + 1
     size = (image_size - 3) // 2 + 1
     return size - 2 * (num_layers - 1)
 
@@ -62,7 +65,8 @@ class ConvTrunk(nn.Module):
     """The shared convolutional part: uint8 (or float 0..255) stacks [B, C, H, W] -> feature maps [B, F, h, w].
 
     ``norm`` puts a normalisation layer between each conv and its ReLU (IMM's encoders use batch norm); SAC+AE
-    has none, and with ``norm="none"`` the parameters are exactly SAC+AE's."""
+    has none, and with ``norm="none"`` the parameters are exactly SAC+AE's. SAC+AE's convs are unpadded, so the
+    maps stop short of the image's edges; ``padded`` pads each conv by one pixel, and the maps then span it."""
 
     def __init__(
         self,
@@ -71,31 +75,36 @@ class ConvTrunk(nn.Module):
         num_layers: int = 4,
         num_filters: int = 32,
         norm: str = "none",
+        padded: bool = False,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, num_filters, 3, stride=2)]
+        pad = int(padded)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, num_filters, 3, stride=2, padding=pad)]
         for _ in range(num_layers - 1):
-            layers.append(nn.Conv2d(num_filters, num_filters, 3, stride=1))
+            layers.append(nn.Conv2d(num_filters, num_filters, 3, stride=1, padding=pad))
         self.convs = nn.ModuleList(layers)
         self.norms = (
             nn.ModuleList([norm_layer(norm, num_filters) for _ in layers]) if norm != "none" else None
         )
-        side = conv_output_size(image_size, num_layers)
+        side = conv_output_size(image_size, num_layers, padded)
         if side < 1:
             raise ValueError(f"{num_layers} conv layers leave no feature map of a {image_size} px image")
         self.out_shape: tuple[int, int, int] = (num_filters, side, side)
         self.image_size = image_size
         self.num_layers = num_layers
+        self.padded = padded
         self.apply(weight_init)
 
     def image_coords(self, coords: torch.Tensor) -> torch.Tensor:
         """Points in [-1, 1] of the feature-map grid (keypoints) -> the same points in [-1, 1] of the input image.
 
-        The maps do not span the image: unpadded 3x3 convs, the first with stride 2, put map cell k over the input
+        Unpadded, the maps do not span the image: 3x3 convs, the first with stride 2, put map cell k over the input
         pixel of index 2k + 2L - 1 (its receptive field's centre; L conv layers), e.g. cells 0..34 over pixels
-        7..75 of an 84 px image. Use before `kprl.nets.keypoints.to_pixels` to place keypoints on the image."""
+        7..75 of an 84 px image. Padded, cell k is over pixel 2k (cells 0..41 over pixels 0..82 of 84 px). Use
+        before `kprl.nets.keypoints.to_pixels` to place keypoints on the image."""
         side = self.out_shape[-1]
-        pixel_index = (coords + 1.0) * (side - 1) + (2 * self.num_layers - 1)
+        first_pixel = 0 if self.padded else 2 * self.num_layers - 1
+        pixel_index = (coords + 1.0) * (side - 1) + first_pixel
         return pixel_index / max(self.image_size - 1, 1) * 2.0 - 1.0
 
     @property

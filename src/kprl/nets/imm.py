@@ -110,7 +110,9 @@ class KeyNet(nn.Module):
 
     def __init__(self, in_channels: int, image_size: int, cfg: IMMConfig) -> None:
         super().__init__()
-        self.trunk = ConvTrunk(in_channels, image_size, cfg.num_conv_layers, cfg.num_filters, cfg.norm)
+        self.trunk = ConvTrunk(
+            in_channels, image_size, cfg.num_conv_layers, cfg.num_filters, cfg.norm, cfg.same_padding
+        )
         self.head = KeypointHead(cfg.num_filters, cfg.keypoints, cfg.sigma)
 
     def forward(self, frames: torch.Tensor) -> KeypointOutput:
@@ -129,8 +131,9 @@ class GenNet(nn.Module):
     def __init__(self, in_channels: int, image_size: int, cfg: IMMConfig) -> None:
         super().__init__()
         f = cfg.num_filters
-        self.trunk = ConvTrunk(in_channels, image_size, cfg.num_conv_layers, f, cfg.norm)
+        self.trunk = ConvTrunk(in_channels, image_size, cfg.num_conv_layers, f, cfg.norm, cfg.same_padding)
         side = self.trunk.out_shape[1]
+        pad = int(cfg.same_padding)
         self.mix = nn.ModuleList(
             [
                 nn.Conv2d(f + cfg.keypoints if i == 0 else f, f, 3, padding=2**i, dilation=2**i)
@@ -139,16 +142,16 @@ class GenNet(nn.Module):
         )
         self.mix_norms = nn.ModuleList([norm_layer(cfg.norm, f) for _ in self.mix])
         self.deconvs = nn.ModuleList(
-            [nn.ConvTranspose2d(f, f, 3, stride=1) for _ in range(cfg.num_conv_layers - 1)]
+            [nn.ConvTranspose2d(f, f, 3, stride=1, padding=pad) for _ in range(cfg.num_conv_layers - 1)]
         )
-        side += 2 * (cfg.num_conv_layers - 1)
-        output_padding = image_size - ((side - 1) * 2 + 3)
+        side += 2 * (1 - pad) * (cfg.num_conv_layers - 1)
+        output_padding = image_size - ((side - 1) * 2 - 2 * pad + 3)
         if output_padding not in (0, 1):
             raise ValueError(f"GenNet cannot produce {image_size} px from {side} px maps")
         self.source_skip = cfg.source_skip
         if cfg.source_skip:
             half = max(f // 2, 1)
-            self.out = nn.ConvTranspose2d(f, half, 3, stride=2, output_padding=output_padding)
+            self.out = nn.ConvTranspose2d(f, half, 3, stride=2, padding=pad, output_padding=output_padding)
             self.skip = nn.ModuleList(
                 [
                     nn.Conv2d(half + in_channels, half, 3, padding=1),
@@ -156,7 +159,7 @@ class GenNet(nn.Module):
                 ]
             )
         else:
-            self.out = nn.ConvTranspose2d(f, in_channels, 3, stride=2, output_padding=output_padding)
+            self.out = nn.ConvTranspose2d(f, in_channels, 3, stride=2, padding=pad, output_padding=output_padding)
         self.apply(weight_init)
 
     def forward(self, source: torch.Tensor, gauss_maps: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,7 @@ def _load_pretrained_keynet(
         "num_conv_layers": (model_cfg.num_conv_layers, cfg.encoder.num_conv_layers),
         "image_size": (loaded.image_size, image_size),
         "norm": (model_cfg.norm, "none"),
+        "same_padding": (model_cfg.same_padding, False),
     }
     wrong = [f"{k} {a} (agent: {b})" for k, (a, b) in wanted.items() if a != b]
     if wrong:
