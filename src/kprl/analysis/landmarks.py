@@ -136,7 +136,8 @@ def regression_report(
     also ``error_by_group/<label>/<name>``, ``error_by_group/<label>/mean`` and ``frames_by_group/<label>`` under
     the first fit, so that a model good on common frames cannot hide its errors on rare ones behind the mean.
     Likewise ``error_by_edge/<bin>/<name>`` and ``frames_by_edge/<bin>/<name>``: each landmark's error by its
-    distance to the image's nearest edge (`edge_bins`). Raises ValueError when a landmark is visible in too few training frames to fit."""
+    distance to the image's nearest edge (`edge_bins`). Raises ValueError when a landmark is visible in too few
+    training frames to fit."""
     train_vis = inside_frame(train_landmarks, image_size, image_size)
     test_vis = inside_frame(test_landmarks, image_size, image_size)
     report: dict[str, float] = {}

@@ -6,8 +6,9 @@ pixel error per landmark and overall on held-out episodes (landmarks inside the 
 reconstruction MSE. On cartpole the errors are also reported per pole-angle bin of 45 degrees
 (``error_by_group/<bin centre>/<landmark>``, 0 = upright, 180 = hanging, with ``frames_by_group``), so that a model
 that knows only the hanging pole cannot hide behind the mean; on every domain also by each landmark's distance to
-the frame's edge (``error_by_edge/<bin>/<landmark>``, `kprl.analysis.landmarks.edge_bins`). On the run's own dataset the run's train/validation
-split is used; on another dataset its episodes are split afresh with the run's validation fraction and seed.
+the frame's edge (``error_by_edge/<bin>/<landmark>``, `kprl.analysis.landmarks.edge_bins`). On the run's own
+dataset the run's train/validation split is used; on another dataset its episodes are split afresh with the run's
+validation fraction and seed.
 """
 
 from __future__ import annotations
