@@ -42,6 +42,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import torch  # noqa: E402
 
+from kprl.analysis.landmarks import EDGE_BIN_LABELS  # noqa: E402
 from kprl.cli import main as kprl  # noqa: E402
 from kprl.runtime.hardware import describe_machine  # noqa: E402
 
@@ -79,8 +80,6 @@ per-frame sum of squares over 64 x 64 x 3 pixels) rescaled to kprl's per-pixel m
 
 BINS = ("0", "45", "90", "135", "180", "-135", "-90", "-45")
 """Pole-angle bin centres of `kprl imm eval` (0 = upright, 180 = hanging)."""
-EDGE_BINS = ("0-4", "4-10", "10-20", "20+")
-"""Bins of the pole tip's distance to the frame's nearest edge, in pixels (`kprl.analysis.landmarks.edge_bins`)."""
 
 
 def run(args: list[str]) -> None:
@@ -117,8 +116,8 @@ def study(setting: str, seed: int, opts: argparse.Namespace) -> dict[str, Any]:
         "mean": scores["error/mean"],
         "mean_both_in_view": scores["error_inview/mean"],
         "pole_tip_by_bin": {b: scores.get(f"error_by_group/{b}/pole_tip") for b in BINS},
-        "pole_tip_by_edge": {b: scores.get(f"error_by_edge/{b}/pole_tip") for b in EDGE_BINS},
-        "pole_tip_frames_by_edge": {b: scores.get(f"frames_by_edge/{b}/pole_tip") for b in EDGE_BINS},
+        "pole_tip_by_edge": {b: scores.get(f"error_by_edge/{b}/pole_tip") for b in EDGE_BIN_LABELS},
+        "pole_tip_frames_by_edge": {b: scores.get(f"frames_by_edge/{b}/pole_tip") for b in EDGE_BIN_LABELS},
         "heldout_frames": scores["heldout_frames"],
     }
 

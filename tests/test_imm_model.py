@@ -150,13 +150,14 @@ def test_image_coords_put_map_cells_over_their_receptive_field_centres(size: int
     from kprl.nets.keypoints import coordinate_grid, to_pixels
 
     trunk = ConvTrunk(3, size, layers, 2, padded=padded)
-    if padded:  # zero padding clips the receptive field at the border: check cells whose field lies inside
+    if padded:
         assert trunk.out_shape[-1] == (size + 1) // 2
     for conv in trunk.convs:  # positive weights: every pixel in a receptive field gets a gradient
         torch.nn.init.constant_(conv.weight, 0.1)
         torch.nn.init.constant_(conv.bias, 0.1)
     side = trunk.out_shape[-1]
     grid = coordinate_grid(side)
+    # Padded, the border cells' receptive fields are clipped by the image: take cells whose field lies inside.
     cells = [(4, 5), (side // 2, side - 5), (side - 5, 4)] if padded else [(0, 0), (side // 2, side - 1), (side - 1, 3)]
     for row, col in cells:
         x = torch.full((1, 3, size, size), 128.0, requires_grad=True)

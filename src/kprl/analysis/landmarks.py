@@ -10,6 +10,7 @@ the image (a landmark off-screen cannot be seen by any detector).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,19 +101,21 @@ def angle_bins(angles: np.ndarray, width: int = ANGLE_BIN_DEGREES) -> dict[str, 
 EDGE_BINS_PX = (0, 4, 10, 20)
 """Lower ends of the bins of a landmark's distance to the nearest image edge (pixels) errors are reported in; the
 last bin is open."""
+EDGE_BIN_LABELS = (*(f"{lo}-{hi}" for lo, hi in itertools.pairwise(EDGE_BINS_PX)), f"{EDGE_BINS_PX[-1]}+")
+"""``"0-4"``, ``"4-10"``, ``"10-20"``, ``"20+"``: the bins' names in `regression_report`'s keys."""
 
 
 def edge_bins(landmarks: np.ndarray, image_size: int) -> dict[str, np.ndarray]:
     """Masks [N, L] over landmarks [N, L, 2] (pixels) by their distance to the nearest edge of the image, labelled
-    ``"0-4"``, ``"4-10"``, ``"10-20"``, ``"20+"`` (`EDGE_BINS_PX`). Near the edge a landmark's object is partly out
-    of view, and an unpadded conv's maps do not reach there (`kprl.nets.encoder.ConvTrunk.image_coords`)."""
+    by `EDGE_BIN_LABELS`. Near the edge a landmark's object is partly out of view, and an unpadded conv's maps do
+    not reach there (`kprl.nets.encoder.ConvTrunk.image_coords`)."""
     x, y = landmarks[..., 0], landmarks[..., 1]
     edge = np.minimum(np.minimum(x, y), np.minimum(image_size - x, image_size - y))
-    bins: dict[str, np.ndarray] = {}
-    for low, high in zip(EDGE_BINS_PX, (*EDGE_BINS_PX[1:], None), strict=True):
-        label = f"{low}-{high}" if high is not None else f"{low}+"
-        bins[label] = (edge >= low) & (edge < high) if high is not None else edge >= low
-    return bins
+    highs = (*EDGE_BINS_PX[1:], np.inf)
+    return {
+        label: (edge >= low) & (edge < high)
+        for label, low, high in zip(EDGE_BIN_LABELS, EDGE_BINS_PX, highs, strict=True)
+    }
 
 
 def regression_report(

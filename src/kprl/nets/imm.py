@@ -144,7 +144,8 @@ class GenNet(nn.Module):
         self.deconvs = nn.ModuleList(
             [nn.ConvTranspose2d(f, f, 3, stride=1, padding=pad) for _ in range(cfg.num_conv_layers - 1)]
         )
-        side += 2 * (1 - pad) * (cfg.num_conv_layers - 1)
+        if not cfg.same_padding:  # each unpadded transposed conv grows the maps by 2, mirroring the trunk
+            side += 2 * (cfg.num_conv_layers - 1)
         output_padding = image_size - ((side - 1) * 2 - 2 * pad + 3)
         if output_padding not in (0, 1):
             raise ValueError(f"GenNet cannot produce {image_size} px from {side} px maps")

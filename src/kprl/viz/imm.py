@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from kprl.config import IMMTrainConfig
 from kprl.data.frames import FrameDataset, load_dataset
 from kprl.errors import ConfigError, DataError
 from kprl.imm.checkpoint import EpisodeSplit, load_imm, read_run_config, read_split
@@ -45,8 +46,8 @@ if TYPE_CHECKING:
 FIGURES_DIR = "figures"
 DPI = 110
 MAX_COLUMNS = 5
-# Pairs are drawn as the run trained on them; without its config, as the defaults (`IMMTrainConfig`): 1..10 apart.
-MAX_OFFSET = 10
+# Pairs are drawn as the run trained on them; without its config, as `kprl imm train` draws them by default.
+DEFAULT_OFFSETS = (IMMTrainConfig.min_offset, IMMTrainConfig.max_offset)
 
 
 def _pyplot() -> Any:
@@ -337,7 +338,7 @@ def _loss_figure(run_dir: Path, path: Path) -> Path | None:
 
 def write_imm_figures(
     model: IMM, data: FrameDataset, split: EpisodeSplit, run_dir: Path, seed: int, examples: int = 4,
-    offsets: tuple[int, int] = (1, MAX_OFFSET),
+    offsets: tuple[int, int] = DEFAULT_OFFSETS,
 ) -> list[Path]:
     """Write RUN_DIR/figures/{imm_example.png, score_maps.png, gaussian_maps.png, loss_curve.png}; return the paths.
 
